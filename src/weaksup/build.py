@@ -1,0 +1,83 @@
+"""Turn a composed config into the objects of a run: datamodule, method, callbacks, loggers, trainer."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from weaksup.config.validation import ConfigError
+from weaksup.data.datamodules import DataMetadata
+from weaksup.methods.base import WeakSupMethod
+
+
+def group_options(group: str) -> dict[str, DictConfig]:
+    """The options of a config group as shipped in `weaksup.conf` (name -> raw YAML)."""
+    folder = resources.files("weaksup.conf") / group
+    return {
+        entry.name.removesuffix(".yaml"): OmegaConf.create(entry.read_text())
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def _kind_name(kind: type) -> str:
+    return kind.__name__
+
+
+def check_batch_kinds(cfg: DictConfig) -> None:
+    """The method must consume the batch kind the datamodule emits: one clear sentence if not."""
+    method_cls = get_class(cfg.method._target_)
+    data_cls = get_class(cfg.data._target_)
+    consumes = getattr(method_cls, "consumes", None)
+    emits = getattr(data_cls, "batch_kind", None)
+    if consumes is None or emits is None or issubclass(emits, consumes):
+        return
+    fitting = [
+        name
+        for name, option in group_options("data").items()
+        if "_target_" in option
+        and issubclass(getattr(get_class(option._target_), "batch_kind", object), consumes)
+    ]
+    raise ConfigError(
+        f"method {method_cls.__name__} consumes {_kind_name(consumes)} batches but data "
+        f"{data_cls.__name__} emits {_kind_name(emits)} batches; choose a data option that emits "
+        f"{_kind_name(consumes)}: {', '.join(fitting) or '(none shipped)'}"
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    return instantiate(cfg.data)
+
+
+def build_method(cfg: DictConfig, data: DataMetadata) -> WeakSupMethod:
+    method_cls = get_class(cfg.method._target_)
+    if not (inspect.isclass(method_cls) and issubclass(method_cls, WeakSupMethod)):
+        raise ConfigError(f"method._target_ {cfg.method._target_!r} is not a weaksup method class")
+    method = method_cls.from_config(cfg, data)
+    method.run_config = cfg_without_hydra(cfg)
+    method.data_metadata = data
+    return method
+
+
+def cfg_without_hydra(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config as plain values (what checkpoints store)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def instantiate_named(nodes: DictConfig | None) -> list[Any]:
+    """Instantiate a dict of named configs (callbacks, loggers); `null` entries are switched off."""
+    if not nodes:
+        return []
+    return [instantiate(node) for node in nodes.values() if node is not None]
+
+
+def build_trainer(cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]) -> pl.Trainer:
+    return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False)

@@ -1,0 +1,165 @@
+"""LightningDataModules over in-memory data sources.
+
+`ClassificationDataModule` wraps any source (`weaksup.data.sources`) and emits `Batch`es.
+Batches are gathered with one tensor index per batch (`__getitems__`), not one
+`__getitem__` per example, so loading costs next to nothing beside the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any, ClassVar, Protocol
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from weaksup.data.batches import Batch
+from weaksup.data.sampling import EpochSeededRandomSampler, balanced_labeled_indices
+from weaksup.data.sources.base import ArrayDataset, DatasetSplits
+
+
+class DataSource(Protocol):
+    def load(self) -> DatasetSplits: ...
+
+
+@dataclass(frozen=True)
+class DataMetadata:
+    """What a model is built from; stored in every checkpoint."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    num_train: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "input_shape": list(self.input_shape)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataMetadata:
+        return cls(**{**values, "input_shape": tuple(values["input_shape"])})
+
+
+class TensorBatchDataset(Dataset):
+    """Serves whole `Batch`es from tensors; the DataLoader passes all indices of a batch at once."""
+
+    def __init__(self, data: ArrayDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Batch:
+        return Batch(self.data.inputs[index], self.data.targets[index])
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Batch(self.data.inputs[index], self.data.targets[index])
+
+
+def keep_prebatched(batch: Batch) -> Batch:
+    """Collate function for datasets that already return whole batches."""
+    return batch
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """Labeled train/val/test loaders over one data source.
+
+    Args:
+        source: a data source (`load() -> DatasetSplits`).
+        batch_size: training batch size.
+        eval_batch_size: batch size of validation and test loaders.
+        num_labeled: if set, train on a balanced, seeded choice of this many labeled examples
+            (the rest of the training split is `unlabeled_indices`, for semi-supervised methods).
+        seed: seeds the labeled choice and the shuffling (order of epoch e depends on (seed, e) only).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    batch_kind: ClassVar[type] = Batch
+
+    def __init__(
+        self,
+        source: DataSource,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        num_labeled: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value <= 0:
+                raise ValueError(f"data.{key} must be a positive integer, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_labeled = num_labeled
+        self.seed = seed
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+
+    @cached_property
+    def splits(self) -> DatasetSplits:
+        splits = self.source.load()
+        if splits.num_classes < 2:
+            raise ValueError(f"data source {splits.name!r} has {splits.num_classes} class(es); need >= 2")
+        for split_name in ("train", "val", "test"):
+            targets = getattr(splits, split_name).targets
+            if len(targets) and (targets.min() < 0 or targets.max() >= splits.num_classes):
+                raise ValueError(
+                    f"{splits.name} {split_name} labels must lie in [0, {splits.num_classes}), "
+                    f"got [{int(targets.min())}, {int(targets.max())}]"
+                )
+        return splits
+
+    @cached_property
+    def labeled_indices(self) -> torch.Tensor:
+        """Indices (into the training split) of the examples whose labels are used."""
+        train = self.splits.train
+        if self.num_labeled is None:
+            return torch.arange(len(train))
+        return balanced_labeled_indices(train.targets, self.num_labeled, self.splits.num_classes, self.seed)
+
+    @cached_property
+    def unlabeled_indices(self) -> torch.Tensor:
+        """Training examples whose labels are hidden (empty when `num_labeled` is None)."""
+        mask = torch.ones(len(self.splits.train), dtype=torch.bool)
+        mask[self.labeled_indices] = False
+        return torch.nonzero(mask).flatten()
+
+    @property
+    def metadata(self) -> DataMetadata:
+        return DataMetadata(
+            name=self.splits.name,
+            num_classes=self.splits.num_classes,
+            input_shape=self.splits.input_shape,
+            num_train=len(self.labeled_indices),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.labeled_indices  # load and validate once, before the loops start
+
+    def _loader(self, data: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            TensorBatchDataset(data),
+            batch_size=batch_size,
+            sampler=EpochSeededRandomSampler(len(data), self.seed) if shuffle else None,
+            collate_fn=keep_prebatched,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=self.drop_last and shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.train.subset(self.labeled_indices), self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val, self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, self.eval_batch_size, False)

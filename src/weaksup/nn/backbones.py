@@ -1,0 +1,151 @@
+"""Backbones: a stack of stages (the feature extractor) and an optional linear head.
+
+Every backbone exposes per-layer features, which later methods need:
+`forward_with_features(x)` returns the output and the *input of every stage and of the
+head* (what the multiscale inversion loss reconstructs, Balestriero et al. 2018, eq. 6);
+`embed(x)` returns the penultimate representation (what MIL embedding-level pooling and
+the min-max class embeddings work on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"backbone.activation={name!r} is unknown; allowed: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class Backbone(nn.Module):
+    """Stages followed by an optional linear head (`num_outputs=None`: embeddings only)."""
+
+    def __init__(self, stages: Sequence[nn.Module], embedding_dim: int, num_outputs: int | None):
+        super().__init__()
+        if num_outputs is not None and num_outputs <= 0:
+            raise ValueError(f"num_outputs must be positive, got {num_outputs}")
+        self.stages = nn.ModuleList(stages)
+        self.embedding_dim = embedding_dim
+        self.num_outputs = num_outputs
+        self.head = nn.Linear(embedding_dim, num_outputs) if num_outputs is not None else None
+
+    def embed(self, inputs: Tensor) -> Tensor:
+        hidden = inputs
+        for stage in self.stages:
+            hidden = stage(hidden)
+        return hidden
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        embedding = self.embed(inputs)
+        return embedding if self.head is None else self.head(embedding)
+
+    def forward_with_features(self, inputs: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Output plus the input of each stage (and of the head), in order; `features[0] is inputs`."""
+        features: list[Tensor] = []
+        hidden = inputs
+        for stage in self.stages:
+            features.append(hidden)
+            hidden = stage(hidden)
+        if self.head is not None:
+            features.append(hidden)
+            hidden = self.head(hidden)
+        return hidden, features
+
+
+def _num_features(input_shape: Sequence[int]) -> int:
+    size = 1
+    for dim in input_shape:
+        size *= int(dim)
+    return size
+
+
+class MLP(Backbone):
+    """Fully connected network; any input shape is flattened first.
+
+    Args:
+        input_shape: shape of one example (given by the data, not the config).
+        num_outputs: size of the linear head; `None` for an embedding-only network.
+        hidden_sizes: width of each hidden layer (the last is the embedding size).
+        activation: one of `ACTIVATIONS`.
+        dropout: dropout probability after each hidden activation.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int | None = None,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        if len(hidden_sizes) == 0 or any(int(size) <= 0 for size in hidden_sizes):
+            raise ValueError(f"backbone.hidden_sizes must be positive widths, got {list(hidden_sizes)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"backbone.dropout must be in [0, 1), got {dropout}")
+        stages: list[nn.Module] = []
+        width = _num_features(input_shape)
+        for index, size in enumerate(hidden_sizes):
+            layers: list[nn.Module] = [nn.Flatten()] if index == 0 else []
+            layers += [nn.Linear(width, int(size)), make_activation(activation)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            stages.append(nn.Sequential(*layers))
+            width = int(size)
+        super().__init__(stages, embedding_dim=width, num_outputs=num_outputs)
+
+
+class LeNet(Backbone):
+    """LeNet-like CNN for single-channel images of about 28x28.
+
+    The layout of Ilse et al. 2018's MNIST-bags network (their `model.py`):
+    Conv(c->20, 5) ReLU MaxPool2 -> Conv(20->50, 5) ReLU MaxPool2 -> Linear(->500) ReLU.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int | None = None,
+        channels: Sequence[int] = (20, 50),
+        embedding_dim: int = 500,
+        dropout: float = 0.0,
+    ) -> None:
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"backbone=lenet needs image inputs [channels, height, width], the data gives {tuple(input_shape)}"
+            )
+        in_channels, height, width = (int(d) for d in input_shape)
+        if min(height, width) < 16:
+            raise ValueError(
+                f"backbone=lenet needs images of at least 16x16, the data gives {height}x{width}; "
+                "use backbone=mlp for small images"
+            )
+        if len(channels) != 2:
+            raise ValueError(f"backbone.channels must list two conv widths, got {list(channels)}")
+        first, second = (int(c) for c in channels)
+        convolutions = nn.Sequential(
+            nn.Conv2d(in_channels, first, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(first, second, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = convolutions(torch.zeros(1, in_channels, height, width)).shape[1]
+        dense: list[nn.Module] = [nn.Linear(flat, embedding_dim), nn.ReLU()]
+        if dropout > 0:
+            dense.append(nn.Dropout(dropout))
+        super().__init__([convolutions, nn.Sequential(*dense)], embedding_dim, num_outputs)

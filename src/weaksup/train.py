@@ -1,0 +1,108 @@
+"""`weaksup-train`: compose a run from config groups, fit, test the best checkpoint, write results.
+
+    weaksup-train method=supervised loss=hinge data=digits backbone=mlp trainer.max_epochs=3
+    weaksup-train -m loss=ce,hinge seed=1,2,3          # multirun + summary over seeds
+
+`train(cfg)` is the plain function (tests call it in-process); `main` is the Hydra wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
+
+from weaksup.build import (
+    build_datamodule,
+    build_method,
+    build_trainer,
+    check_batch_kinds,
+    instantiate_named,
+)
+from weaksup.config.validation import ConfigError, validate_config
+from weaksup.results import print_results, scalar_metrics, write_metrics
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def resolve_resume_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path` when given; with `resume=auto`, `<output_dir>/checkpoints/last.ckpt` if it exists."""
+    resume = cfg.get("resume")
+    if resume not in (None, "auto"):
+        raise ConfigError(f"resume must be null or 'auto', got {resume!r} (for a file use ckpt_path=...)")
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file")
+        return str(path)
+    if resume == "auto":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / LAST_CHECKPOINT
+        if last.is_file():
+            log.info("resume=auto: continuing from %s", last)
+            return str(last)
+        log.info("resume=auto: no %s in %s, starting fresh", LAST_CHECKPOINT, last.parent)
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured method, test it with the best checkpoint, write `metrics.json`.
+
+    Returns the results written to `metrics.json`: final `val` metrics, `test` metrics,
+    the monitored `best_score` and the `best_checkpoint` path.
+    """
+    validate_config(cfg)
+    check_batch_kinds(cfg)
+    resume_from = resolve_resume_checkpoint(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    model = build_method(cfg, datamodule.metadata)
+    callbacks = instantiate_named(cfg.get("callbacks"))
+    loggers = instantiate_named(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, loggers)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    val_metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test", True):
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = scalar_metrics(results[0]) if results else {}
+
+    results = {
+        "val": val_metrics,
+        "test": test_metrics,
+        "monitor": cfg.monitor.metric,
+        "best_score": None if best_score is None else float(best_score),
+        "best_checkpoint": best_path or None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    _report(results, Path(cfg.paths.output_dir))
+    return results
+
+
+@rank_zero_only
+def _report(results: dict[str, Any], output_dir: Path) -> None:
+    write_metrics(output_dir, results)
+    print_results(results, output_dir)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point; returns the monitored best score (the objective of sweepers)."""
+    return train(cfg)["best_score"]
+
+
+if __name__ == "__main__":
+    main()
