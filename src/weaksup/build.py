@@ -30,6 +30,39 @@ def _kind_name(kind: type) -> str:
     return kind.__name__
 
 
+def compatible_options(group: str, required_base: type, attribute: str | None = None) -> list[str]:
+    """Options of `group` whose class (or its `attribute`) is a subclass of `required_base`."""
+    names = []
+    for name, option in group_options(group).items():
+        if "_target_" not in option:
+            continue
+        kind = get_class(option._target_)
+        kind = getattr(kind, attribute, object) if attribute else kind
+        if inspect.isclass(kind) and issubclass(kind, required_base):
+            names.append(name)
+    return names
+
+
+def check_compatibility(cfg: DictConfig) -> None:
+    """Method, data and loss must fit together: one clear sentence naming the options if not."""
+    check_batch_kinds(cfg)
+    check_loss_kind(cfg)
+
+
+def check_loss_kind(cfg: DictConfig) -> None:
+    method_cls = get_class(cfg.method._target_)
+    required = getattr(method_cls, "loss_kind", None)
+    if required is None or cfg.get("loss") is None:
+        return
+    loss_cls = get_class(cfg.loss._target_)
+    if not issubclass(loss_cls, required):
+        raise ConfigError(
+            f"method {method_cls.__name__} needs a loss of kind {required.__name__}, but loss "
+            f"{loss_cls.__name__} is not one; choose loss= one of: "
+            f"{', '.join(compatible_options('loss', required)) or '(none shipped)'}"
+        )
+
+
 def check_batch_kinds(cfg: DictConfig) -> None:
     """The method must consume the batch kind the datamodule emits: one clear sentence if not."""
     method_cls = get_class(cfg.method._target_)
@@ -38,12 +71,7 @@ def check_batch_kinds(cfg: DictConfig) -> None:
     emits = getattr(data_cls, "batch_kind", None)
     if consumes is None or emits is None or issubclass(emits, consumes):
         return
-    fitting = [
-        name
-        for name, option in group_options("data").items()
-        if "_target_" in option
-        and issubclass(getattr(get_class(option._target_), "batch_kind", object), consumes)
-    ]
+    fitting = compatible_options("data", consumes, attribute="batch_kind")
     raise ConfigError(
         f"method {method_cls.__name__} consumes {_kind_name(consumes)} batches but data "
         f"{data_cls.__name__} emits {_kind_name(emits)} batches; choose a data option that emits "

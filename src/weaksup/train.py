@@ -21,7 +21,7 @@ from weaksup.build import (
     build_datamodule,
     build_method,
     build_trainer,
-    check_batch_kinds,
+    check_compatibility,
     instantiate_named,
 )
 from weaksup.config.validation import ConfigError, validate_config
@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     the monitored `best_score` and the `best_checkpoint` path.
     """
     validate_config(cfg)
-    check_batch_kinds(cfg)
+    check_compatibility(cfg)
     resume_from = resolve_resume_checkpoint(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 

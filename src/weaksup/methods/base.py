@@ -46,6 +46,8 @@ class WeakSupMethod(pl.LightningModule):
     """
 
     consumes: ClassVar[type] = Batch
+    # Base class the option of the `loss` group must build (None: the method ignores that group).
+    loss_kind: ClassVar[type | None] = None
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ class SupervisedClassifier(WeakSupMethod):
     """
 
     consumes: ClassVar[type] = Batch
+    loss_kind: ClassVar[type | None] = ClassificationLoss
 
     def __init__(
         self,
