@@ -154,7 +154,7 @@ def balanced_split_indices(
 
 def check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
     """`value` as an int, or a ValueError naming `name` and the allowed range."""
-    allowed = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+    allowed = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
     if (
         not isinstance(value, numbers.Integral)
         or isinstance(value, bool)

