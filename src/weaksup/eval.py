@@ -21,8 +21,8 @@ from weaksup.methods.base import CHECKPOINT_KEY
 from weaksup.results import print_results, scalar_metrics, write_metrics
 
 
-def load_run_config(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata]:
-    """The run config and data metadata stored in a weaksup checkpoint."""
+def load_checkpoint(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata, dict[str, Any]]:
+    """The run config, data metadata and model weights stored in a weaksup checkpoint."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} is not a file")
@@ -30,18 +30,19 @@ def load_run_config(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata]:
     stored = checkpoint.get(CHECKPOINT_KEY)
     if not stored or stored.get("config") is None:
         raise ConfigError(f"{path} holds no weaksup run config (was it written by weaksup-train?)")
-    return OmegaConf.create(stored["config"]), DataMetadata.from_dict(stored["data"])
+    return OmegaConf.create(stored["config"]), DataMetadata.from_dict(stored["data"]), checkpoint["state_dict"]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint `cfg.ckpt_path` with the data and model of the run that wrote it."""
     validate_config(cfg)
-    run_cfg, metadata = load_run_config(cfg.ckpt_path)
+    run_cfg, metadata, weights = load_checkpoint(cfg.ckpt_path)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(run_cfg)
     model = build_method(run_cfg, metadata)
+    model.load_state_dict(weights)
     trainer = build_trainer(cfg, [], instantiate_named(cfg.get("logger")))
-    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), verbose=False)
+    results = trainer.test(model, datamodule=datamodule, verbose=False)
     output = {"test": scalar_metrics(results[0]) if results else {}, "checkpoint": str(cfg.ckpt_path)}
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from weaksup.build import (
@@ -30,6 +31,7 @@ from weaksup.results import print_results, scalar_metrics, write_metrics
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
+RESOLVED_CONFIG = "config.yaml"
 
 
 def resolve_resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -62,13 +64,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume_from = resolve_resume_checkpoint(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    output_dir = Path(cfg.paths.output_dir)
+    _save_resolved_config(cfg, output_dir)
     datamodule = build_datamodule(cfg)
     model = build_method(cfg, datamodule.metadata)
     callbacks = instantiate_named(cfg.get("callbacks"))
     loggers = instantiate_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    with warnings.catch_warnings():
+        if resume_from is not None:  # continuing in the same folder is the point of resuming
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # debug=overfit: Lightning replaces our shuffling sampler by a sequential one, as wanted.
+        warnings.filterwarnings("ignore", message="You requested to overfit but enabled train dataloader shuffling")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     val_metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
 
     checkpoint = trainer.checkpoint_callback
@@ -88,8 +97,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
-    _report(results, Path(cfg.paths.output_dir))
+    _report(results, output_dir)
     return results
+
+
+@rank_zero_only
+def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
 
 
 @rank_zero_only
