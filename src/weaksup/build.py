@@ -11,19 +11,32 @@ import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import WeakSupMethod
 
 
 def group_options(group: str) -> dict[str, DictConfig]:
-    """The options of a config group as shipped in `weaksup.conf` (name -> raw YAML)."""
+    """The options of a config group as shipped in `weaksup.conf` (name -> its YAML).
+
+    An option that extends another option of its group (`defaults: [other]`) is merged onto
+    it, so every option shows its `_target_`.
+    """
     folder = resources.files("weaksup.conf") / group
-    return {
+    raw = {
         entry.name.removesuffix(".yaml"): OmegaConf.create(entry.read_text())
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)
         if entry.name.endswith(".yaml")
     }
+
+    def merged(name: str) -> DictConfig:
+        option = raw[name]
+        bases = [base for base in option.get("defaults", []) if isinstance(base, str) and base in raw]
+        own = OmegaConf.masked_copy(option, [key for key in option if key != "defaults"])
+        return OmegaConf.merge(*(merged(base) for base in bases), own) if bases else own
+
+    return {name: merged(name) for name in raw}
 
 
 def _kind_name(kind: type) -> str:
@@ -80,7 +93,7 @@ def check_batch_kinds(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    return instantiate(cfg.data)
+    return build_node(cfg.data)
 
 
 def build_method(cfg: DictConfig, data: DataMetadata) -> WeakSupMethod:
@@ -104,8 +117,8 @@ def instantiate_named(nodes: DictConfig | None) -> list[Any]:
     """Instantiate a dict of named configs (callbacks, loggers); `null` entries are switched off."""
     if not nodes:
         return []
-    return [instantiate(node) for node in nodes.values() if node is not None]
+    return [build_node(node) for node in nodes.values() if node is not None]
 
 
 def build_trainer(cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]) -> pl.Trainer:
-    return instantiate(cfg.trainer, callbacks=list(callbacks), logger=loggers or False)
+    return build_node(cfg.trainer, callbacks=list(callbacks), logger=loggers or False)

@@ -78,6 +78,8 @@ def write_summary(rows: Sequence[Mapping[str, Any]], sweep_dir: Path) -> tuple[P
         writer.writeheader()
         writer.writerows(rows)
     config_columns = [c for c in columns if c != "n" and not c.endswith(("_mean", "_std"))]
+    if len(rows) > 1:  # the table shows what varies; summary.csv keeps every column
+        config_columns = [c for c in config_columns if len({str(row.get(c)) for row in rows}) > 1]
     metric_names = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
     lines = [
         "| " + " | ".join([*config_columns, "n", *metric_names]) + " |",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from weaksup.config.instantiate import build_node
 from weaksup.data.batches import Batch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.losses.classification import ClassificationLoss
@@ -47,11 +47,11 @@ class SupervisedClassifier(WeakSupMethod):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> SupervisedClassifier:
-        loss = instantiate(cfg.loss)
-        backbone = instantiate(
+        loss = build_node(cfg.loss)
+        backbone = build_node(
             cfg.backbone, input_shape=list(data.input_shape), num_outputs=loss.num_outputs(data.num_classes)
         )
-        return instantiate(
+        return build_node(
             cfg.method, backbone=backbone, loss=loss, num_classes=data.num_classes,
             **cls.method_arguments(cfg), _recursive_=False,
         )
