@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -80,9 +81,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     val_metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
 
-    checkpoint = trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    progress = _fit_progress(trainer)
+    best_path = progress["best_checkpoint"]
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
@@ -92,10 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val": val_metrics,
         "test": test_metrics,
         "monitor": cfg.monitor.metric,
-        "best_score": None if best_score is None else float(best_score),
-        "best_checkpoint": best_path or None,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        **progress,
     }
     _report(results, output_dir)
     return results
@@ -105,6 +102,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
+
+
+def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
+    """Best checkpoint and score, epochs and steps done.
+
+    With spawned DDP workers (`trainer=ddp_cpu`) the loops ran in other processes and this
+    trainer only knows the best path, so the rest is read back from the checkpoints.
+    """
+    checkpoint = trainer.checkpoint_callback
+    best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
+    progress = {
+        "best_checkpoint": best_path,
+        "best_score": None if checkpoint is None or checkpoint.best_model_score is None
+        else float(checkpoint.best_model_score),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    if trainer.global_step == 0 and best_path is not None:
+        last_path = Path(best_path).parent / LAST_CHECKPOINT
+        last = torch.load(last_path if last_path.is_file() else best_path, map_location="cpu", weights_only=True)
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        states = [state for name, state in best.get("callbacks", {}).items() if name.startswith("ModelCheckpoint")]
+        score = states[0].get("best_model_score") if states else None
+        progress.update(
+            best_score=None if score is None else float(score),
+            epochs=int(last["epoch"]) + 1,
+            global_step=int(last["global_step"]),
+        )
+    return progress
 
 
 @rank_zero_only
