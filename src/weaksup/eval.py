@@ -18,6 +18,7 @@ from weaksup.build import build_datamodule, build_method, build_trainer, instant
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import CHECKPOINT_KEY
+from weaksup.run_logging import start_wandb_runs
 from weaksup.results import print_results, scalar_metrics, write_metrics
 
 
@@ -41,7 +42,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run_cfg)
     model = build_method(run_cfg, metadata)
     model.load_state_dict(weights)
-    trainer = build_trainer(cfg, [], instantiate_named(cfg.get("logger")))
+    loggers = instantiate_named(cfg.get("logger"))
+    start_wandb_runs(loggers)
+    trainer = build_trainer(cfg, [], loggers)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     output = {"test": scalar_metrics(results[0]) if results else {}, "checkpoint": str(cfg.ckpt_path)}
     output_dir = Path(cfg.paths.output_dir)

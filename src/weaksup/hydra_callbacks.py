@@ -1,11 +1,13 @@
-"""Hydra callbacks: the summary table written at the end of every multirun."""
+"""Hydra callbacks: the summary table written at the end of every multirun; W&B runs finished per job."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,3 +49,17 @@ class MultirunSummary(Callback):
         print(f"multirun summary: {markdown_path} and {csv_path}")
         if missing:
             print(f"multirun summary: jobs without metrics (failed?): {', '.join(missing)}")
+
+
+class FinishWandbRun(Callback):
+    """Finish the active W&B run at the end of every job: exit code 0, or 1 when the job failed.
+
+    Without it the next job of a multirun (same process) silently logs into this job's run.
+    A no-op when wandb was never imported (or is not installed) or no run is active.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        wandb = sys.modules.get("wandb")  # never imported: no run to finish, and no slow import
+        if wandb is None or getattr(wandb, "run", None) is None:
+            return
+        wandb.finish(exit_code=0 if job_return.status == JobStatus.COMPLETED else 1)

@@ -27,6 +27,7 @@ from weaksup.build import (
     instantiate_named,
 )
 from weaksup.config.validation import ConfigError, validate_config
+from weaksup.run_logging import start_wandb_runs
 from weaksup.results import print_results, scalar_metrics, write_metrics
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_method(cfg, datamodule.metadata)
     callbacks = instantiate_named(cfg.get("callbacks"))
     loggers = instantiate_named(cfg.get("logger"))
+    start_wandb_runs(loggers)  # ddp_fork/spawn: a W&B run first started in a worker stays empty
     trainer = build_trainer(cfg, callbacks, loggers)
 
     with warnings.catch_warnings():

@@ -1,0 +1,49 @@
+"""OmegaConf resolvers used by the shipped configs; importing this module registers them.
+
+    name: ${weaksup.path_name:${paths.output_dir}}   # the run folder's name
+    group: ${weaksup.sweep_name:}                    # the sweep folder's name in a multirun, else null
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+
+def path_name(path: str) -> str:
+    """The last component of `path` (a run folder's name: `0_seed=1`, `14-03-59-123456`)."""
+    return Path(str(path)).name
+
+
+def sweep_name() -> str | None:
+    """The name of the multirun sweep folder inside a multirun job; `None` in a single run.
+
+    Also `None` outside a Hydra app (a config composed with `hydra.compose` in a test).
+    """
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(hydra_cfg.sweep.dir)).name
+
+
+RESOLVERS: dict[str, Callable[..., Any]] = {
+    "weaksup.path_name": path_name,
+    "weaksup.sweep_name": sweep_name,
+}
+
+
+def register_resolvers() -> None:
+    """Register every resolver of `RESOLVERS` once (importing the module twice is harmless)."""
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+register_resolvers()
