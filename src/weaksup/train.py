@@ -141,6 +141,10 @@ def _report(results: dict[str, Any], output_dir: Path) -> None:
     print_results(results, output_dir)
 
 
+# Lightning 2.6 + torch 2.13 warn on every fit about a pytree API Lightning still uses; not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the monitored best score (the objective of sweepers)."""
