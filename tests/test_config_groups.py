@@ -7,6 +7,7 @@ partner option, found the same way `weaksup.build` names them in its errors.
 
 from __future__ import annotations
 
+import inspect
 from importlib import resources
 from pathlib import Path
 
@@ -55,11 +56,11 @@ def _partner_overrides(group: str, option: str) -> list[str]:
     if group not in ("method", "data", "loss", "pooling"):
         return []
     if group == "pooling":
-        method = next((n for n, o in group_options("method").items() if "pooling" in
-                       get_class(o._target_).__init__.__code__.co_varnames), None)
+        method = next((n for n, o in group_options("method").items()
+                       if "pooling" in inspect.signature(get_class(o._target_)).parameters), None)
         if method is None:
             return []
-        group, option = "method", method
+        return [f"method={method}", *_partner_overrides("method", method)]
     if group == "loss":
         loss_cls = get_class(group_options("loss")[option]._target_)
         method = next(n for n, o in group_options("method").items()
@@ -79,14 +80,12 @@ def _partner_overrides(group: str, option: str) -> list[str]:
         overrides.append(f"data={(preferred or fitting_data)[0]}")
     if group != "loss" and method_cls.loss_kind is not None:
         overrides.append(f"loss={compatible_options('loss', method_cls.loss_kind)[0]}")
-    if "pooling" in method_cls.__init__.__code__.co_varnames and group != "pooling":
-        overrides.append(f"+pooling={sorted(group_options('pooling'))[0]}")
     return overrides
 
 
 def _compose_option(compose_train: ComposeFn, group: str, option: str) -> DictConfig:
-    selection = f"+{group}={option}" if group in ("pooling",) else f"{group}={option}"
-    overrides = [selection, *_partner_overrides(group, option)]
+    selection = f"{group}={option}"
+    overrides = [*_partner_overrides(group, option), selection]
     if group == "experiment":
         return compose_train(selection)
     return compose_train(*overrides)
