@@ -53,17 +53,27 @@ class EpochThroughput(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._samples += len(batch)
         if batch_idx == trainer.num_training_batches - 1:
-            self.samples_per_second.append(self._samples / (time.perf_counter() - self._epoch_start))
+            self.samples_per_second.append(
+                self._samples / (time.perf_counter() - self._epoch_start)
+            )
 
 
 def weaksup_run(data: str, epochs: int, batch_size: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as output_dir:
         with initialize_config_module(version_base="1.3", config_module="weaksup.conf"):
-            cfg = compose("train", overrides=[
-                f"data={data}", "backbone=lenet", "loss=ce", f"data.batch_size={batch_size}",
-                f"trainer.max_epochs={epochs}", f"paths.output_dir={output_dir}", "test=false",
-                "logger=csv",
-            ])
+            cfg = compose(
+                "train",
+                overrides=[
+                    f"data={data}",
+                    "backbone=lenet",
+                    "loss=ce",
+                    f"data.batch_size={batch_size}",
+                    f"trainer.max_epochs={epochs}",
+                    f"paths.output_dir={output_dir}",
+                    "test=false",
+                    "logger=csv",
+                ],
+            )
         started = time.perf_counter()
         timer = EpochThroughput(started)
         original_build = pl.Trainer.__init__
@@ -79,7 +89,9 @@ def weaksup_run(data: str, epochs: int, batch_size: int) -> tuple[list[float], f
     return timer.samples_per_second[1:], timer.first_step_at - started
 
 
-def plain_run(inputs: torch.Tensor, targets: torch.Tensor, epochs: int, batch_size: int) -> list[float]:
+def plain_run(
+    inputs: torch.Tensor, targets: torch.Tensor, epochs: int, batch_size: int
+) -> list[float]:
     torch.manual_seed(0)
     model = LeNet(list(inputs.shape[1:]), num_outputs=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -102,10 +114,19 @@ def cli_wall_time(data: str) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         subprocess.run(
-            [str(Path(sys.executable).parent / "weaksup-train"), f"data={data}", "backbone=lenet",
-             "+trainer.max_steps=1", "trainer.max_epochs=1", "test=false", "++trainer.limit_val_batches=0",
-             f"hydra.run.dir={run_dir}"],
-            check=True, capture_output=True, cwd=REPO,
+            [
+                str(Path(sys.executable).parent / "weaksup-train"),
+                f"data={data}",
+                "backbone=lenet",
+                "+trainer.max_steps=1",
+                "trainer.max_epochs=1",
+                "test=false",
+                "++trainer.limit_val_batches=0",
+                f"hydra.run.dir={run_dir}",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
         )
         return time.perf_counter() - started
 
@@ -128,20 +149,26 @@ def main() -> None:
     plain, framework, first_step = [], [], []
     for _ in range(arguments.repeats):
         plain += plain_run(inputs, targets, arguments.epochs, arguments.batch_size)
-        epoch_rates, to_first_step = weaksup_run(arguments.data, arguments.epochs, arguments.batch_size)
+        epoch_rates, to_first_step = weaksup_run(
+            arguments.data, arguments.epochs, arguments.batch_size
+        )
         framework += epoch_rates
         first_step.append(to_first_step)
     cli_seconds = cli_wall_time(arguments.data)
 
     plain_rate, framework_rate = statistics.median(plain), statistics.median(framework)
-    table = Table(title=f"framework overhead: LeNet, {arguments.data} ({len(targets)} train images), "
-                        f"batch {arguments.batch_size}, {torch.get_num_threads()} threads")
+    table = Table(
+        title=f"framework overhead: LeNet, {arguments.data} ({len(targets)} train images), "
+        f"batch {arguments.batch_size}, {torch.get_num_threads()} threads"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("plain PyTorch loop (samples/s, median of epochs)", f"{plain_rate:,.0f}")
     table.add_row("weaksup-train (samples/s, median of epochs)", f"{framework_rate:,.0f}")
     table.add_row("ratio weaksup / plain (target >= 0.90)", f"{framework_rate / plain_rate:.3f}")
-    table.add_row("train(cfg) to first training step (s, median)", f"{statistics.median(first_step):.2f}")
+    table.add_row(
+        "train(cfg) to first training step (s, median)", f"{statistics.median(first_step):.2f}"
+    )
     table.add_row("weaksup-train CLI, one step, wall (s)", f"{cli_seconds:.2f}")
     Console().print(table)
 

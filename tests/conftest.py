@@ -28,7 +28,9 @@ def compose_config(config_name: str, overrides: list[str] | tuple[str, ...]) -> 
 
 
 @pytest.fixture(autouse=True)
-def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _offline_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No network, no stray files: W&B offline into a temp folder, data from the repo's data/."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -41,8 +43,12 @@ def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
 def compose_train(tmp_path: Path) -> ComposeFn:
     """Compose `train.yaml` with the given overrides, writing into this test's tmp folder."""
 
-    def _compose(*overrides: str, output_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    def _compose(
+        *overrides: str, output_dir: Path | None = None, config_name: str = "train"
+    ) -> DictConfig:
         target = output_dir or tmp_path
-        return compose_config(config_name, [f"paths.output_dir={target}", *QUIET_OVERRIDES, *overrides])
+        return compose_config(
+            config_name, [f"paths.output_dir={target}", *QUIET_OVERRIDES, *overrides]
+        )
 
     return _compose

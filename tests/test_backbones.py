@@ -34,7 +34,9 @@ def test_lenet_matches_ilse_layout_and_embedding_only_mode() -> None:
 
 
 def test_backbone_arguments_are_validated_with_the_key() -> None:
-    with pytest.raises(ValueError, match=r"backbone.hidden_sizes must be positive widths, got \[0\]"):
+    with pytest.raises(
+        ValueError, match=r"backbone.hidden_sizes must be positive widths, got \[0\]"
+    ):
         MLP([2], num_outputs=2, hidden_sizes=[0])
     with pytest.raises(ValueError, match=r"backbone.dropout must be in \[0, 1\), got 1.0"):
         MLP([2], num_outputs=2, dropout=1.0)

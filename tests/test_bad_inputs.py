@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ComposeFn
 from hydra.errors import MissingConfigException
 from hydra.utils import get_class
 
@@ -17,6 +16,8 @@ from weaksup.eval import load_checkpoint
 from weaksup.methods.base import NonFiniteLossError
 from weaksup.train import train
 
+from conftest import ComposeFn
+
 
 def test_unknown_group_option_lists_the_available_ones(compose_train: ComposeFn) -> None:
     with pytest.raises(MissingConfigException, match=r"(?s)loss/hinj.*Available options.*hinge"):
@@ -26,16 +27,31 @@ def test_unknown_group_option_lists_the_available_ones(compose_train: ComposeFn)
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("+data.batch_sise=3", r"unknown key 'data.batch_sise' for weaksup.data.ClassificationDataModule.*batch_size"),
-        ("+trainer.max_epoch=3", r"unknown key 'trainer.max_epoch' for pytorch_lightning.Trainer.*max_epochs"),
-        ("+optimizer.learning_rate=0.1", r"unknown key 'optimizer.learning_rate' for torch.optim.Adam.*\blr\b"),
+        (
+            "+data.batch_sise=3",
+            r"unknown key 'data.batch_sise' for weaksup.data.ClassificationDataModule.*batch_size",
+        ),
+        (
+            "+trainer.max_epoch=3",
+            r"unknown key 'trainer.max_epoch' for pytorch_lightning.Trainer.*max_epochs",
+        ),
+        (
+            "+optimizer.learning_rate=0.1",
+            r"unknown key 'optimizer.learning_rate' for torch.optim.Adam.*\blr\b",
+        ),
         ("data.batch_size=abc", r"'data.batch_size' = 'abc' has the wrong type .* expected int"),
-        ("backbone.hidden_sizes=[64,wide]", r"'backbone.hidden_sizes' = \[64, 'wide'\] has the wrong type"),
+        (
+            "backbone.hidden_sizes=[64,wide]",
+            r"'backbone.hidden_sizes' = \[64, 'wide'\] has the wrong type",
+        ),
         ("loss.label_smoothing=big", r"'loss.label_smoothing' = 'big' has the wrong type"),
         ("trainer.precision=17", r"'trainer.precision' = 17 has the wrong type"),
         ("optimizer.lr=-0.1", r"'optimizer.lr' must be > 0, got -0.1"),
         ("optimizer.weight_decay=-1", r"'optimizer.weight_decay' must be >= 0, got -1"),
-        ("trainer.accumulate_grad_batches=0", r"'trainer.accumulate_grad_batches' must be >= 1, got 0"),
+        (
+            "trainer.accumulate_grad_batches=0",
+            r"'trainer.accumulate_grad_batches' must be >= 1, got 0",
+        ),
     ],
 )
 def test_invalid_config_values_fail_at_build_time_naming_the_key(
@@ -48,9 +64,17 @@ def test_invalid_config_values_fail_at_build_time_naming_the_key(
 @pytest.mark.parametrize(
     ("override", "error", "message"),
     [
-        ("data.num_labeled=100000", ValueError, r"data.num_labeled=100000 is larger than the training set \(600 examples\)"),
+        (
+            "data.num_labeled=100000",
+            ValueError,
+            r"data.num_labeled=100000 is larger than the training set \(600 examples\)",
+        ),
         ("data.batch_size=0", ValueError, r"data.batch_size must be a positive integer, got 0"),
-        ("backbone.activation=swishy", ValueError, r"backbone.activation='swishy' is unknown; allowed: \['gelu'"),
+        (
+            "backbone.activation=swishy",
+            ValueError,
+            r"backbone.activation='swishy' is unknown; allowed: \['gelu'",
+        ),
         ("backbone=lenet", ValueError, r"backbone=lenet needs image inputs"),
         ("resume=yes", ConfigError, r"resume must be null or 'auto', got 'yes'"),
         ("ckpt_path=/no/such.ckpt", ConfigError, r"ckpt_path='/no/such.ckpt' is not a file"),
@@ -66,45 +90,76 @@ def test_invalid_values_fail_before_training(
 
 
 def _methods_consuming_other_batches() -> list[str]:
-    return [name for name, option in group_options("method").items()
-            if not issubclass(Batch, get_class(option._target_).consumes)]
+    return [
+        name
+        for name, option in group_options("method").items()
+        if not issubclass(Batch, get_class(option._target_).consumes)
+    ]
 
 
-def test_method_with_data_of_another_batch_kind_fails_in_one_sentence(compose_train: ComposeFn) -> None:
+def test_method_with_data_of_another_batch_kind_fails_in_one_sentence(
+    compose_train: ComposeFn,
+) -> None:
     methods = _methods_consuming_other_batches()
     if not methods:
         pytest.skip("no shipped method consumes anything but plain batches")
     cfg = compose_train(f"method={methods[0]}", "data=two_moons")
-    with pytest.raises(ConfigError, match=r"consumes \w+ batches but data ClassificationDataModule emits "
-                                          r"Batch batches; choose a data option that emits \w+: \w+"):
+    with pytest.raises(
+        ConfigError,
+        match=r"consumes \w+ batches but data ClassificationDataModule emits "
+        r"Batch batches; choose a data option that emits \w+: \w+",
+    ):
         check_compatibility(cfg)
 
 
 def test_loss_of_another_kind_names_the_fitting_losses(compose_train: ComposeFn) -> None:
-    methods = [name for name, option in group_options("method").items()
-               if (kind := get_class(option._target_).loss_kind) is not None
-               and not issubclass(get_class(group_options("loss")["ce"]._target_), kind)]
+    methods = [
+        name
+        for name, option in group_options("method").items()
+        if (kind := get_class(option._target_).loss_kind) is not None
+        and not issubclass(get_class(group_options("loss")["ce"]._target_), kind)
+    ]
     if not methods:
         pytest.skip("every shipped method that uses the loss group accepts ce")
     method_cls = get_class(group_options("method")[methods[0]]._target_)
     data = compatible_options("data", method_cls.consumes, attribute="batch_kind")[0]
     cfg = compose_train(f"method={methods[0]}", f"data={data}", "loss=ce")
-    with pytest.raises(ConfigError, match=rf"needs a loss of kind {method_cls.loss_kind.__name__}.*choose loss= one of"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"needs a loss of kind {method_cls.loss_kind.__name__}.*choose loss= one of",
+    ):
         check_compatibility(cfg)
 
 
 def test_labels_out_of_range_are_reported_with_the_range(compose_train: ComposeFn) -> None:
-    cfg = compose_train("data.source._target_=corrupt_sources.LabelsOutOfRange", "~data.source.n_samples",
-                        "~data.source.noise", "~data.source.val_fraction", "~data.source.test_fraction")
-    with pytest.raises(ValueError, match=r"corrupt train labels must lie in \[0, 3\), got \[0, 5\]"):
+    cfg = compose_train(
+        "data.source._target_=corrupt_sources.LabelsOutOfRange",
+        "~data.source.n_samples",
+        "~data.source.noise",
+        "~data.source.val_fraction",
+        "~data.source.test_fraction",
+    )
+    with pytest.raises(
+        ValueError, match=r"corrupt train labels must lie in \[0, 3\), got \[0, 5\]"
+    ):
         train(cfg)
 
 
-def test_nan_loss_stops_training_naming_the_step_and_term(compose_train: ComposeFn, tmp_path: Path) -> None:
-    cfg = compose_train("data.source._target_=corrupt_sources.NaNInputs", "~data.source.n_samples",
-                        "~data.source.noise", "~data.source.val_fraction", "~data.source.test_fraction",
-                        "data.batch_size=8", "++trainer.num_sanity_val_steps=0")
-    with pytest.raises(NonFiniteLossError, match=r"train loss term 'loss' is nan at global step \d+ \(epoch 0\)"):
+def test_nan_loss_stops_training_naming_the_step_and_term(
+    compose_train: ComposeFn, tmp_path: Path
+) -> None:
+    cfg = compose_train(
+        "data.source._target_=corrupt_sources.NaNInputs",
+        "~data.source.n_samples",
+        "~data.source.noise",
+        "~data.source.val_fraction",
+        "~data.source.test_fraction",
+        "data.batch_size=8",
+        "++trainer.num_sanity_val_steps=0",
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"train loss term 'loss' is nan at global step \d+ \(epoch 0\)"
+    ):
         train(cfg)
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))  # nothing was saved from NaN weights
 

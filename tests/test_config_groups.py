@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ComposeFn
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
@@ -27,9 +26,23 @@ from weaksup.build import (
 )
 from weaksup.config.validation import validate_config
 
+from conftest import ComposeFn
+
 # Groups whose options are composed and built here; `hydra` and `paths` are exercised by every run.
-GROUPS = ("data", "backbone", "method", "loss", "optimizer", "scheduler", "trainer",
-          "callbacks", "logger", "debug", "experiment", "pooling")
+GROUPS = (
+    "data",
+    "backbone",
+    "method",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "debug",
+    "experiment",
+    "pooling",
+)
 GPU_TRAINERS = {"gpu", "ddp"}
 
 
@@ -39,8 +52,11 @@ def _options() -> list[tuple[str, str]]:
     for group in GROUPS:
         folder = root / group
         if folder.is_dir():
-            pairs += [(group, entry.name.removesuffix(".yaml")) for entry in folder.iterdir()
-                      if entry.name.endswith(".yaml")]
+            pairs += [
+                (group, entry.name.removesuffix(".yaml"))
+                for entry in folder.iterdir()
+                if entry.name.endswith(".yaml")
+            ]
     return sorted(pairs)
 
 
@@ -56,15 +72,24 @@ def _partner_overrides(group: str, option: str) -> list[str]:
     if group not in ("method", "data", "loss", "pooling"):
         return []
     if group == "pooling":
-        method = next((n for n, o in group_options("method").items()
-                       if "pooling" in inspect.signature(get_class(o._target_)).parameters), None)
+        method = next(
+            (
+                n
+                for n, o in group_options("method").items()
+                if "pooling" in inspect.signature(get_class(o._target_)).parameters
+            ),
+            None,
+        )
         if method is None:
             return []
         return [f"method={method}", *_partner_overrides("method", method)]
     if group == "loss":
         loss_cls = get_class(group_options("loss")[option]._target_)
-        method = next(n for n, o in group_options("method").items()
-                      if (kind := get_class(o._target_).loss_kind) is not None and issubclass(loss_cls, kind))
+        method = next(
+            n
+            for n, o in group_options("method").items()
+            if (kind := get_class(o._target_).loss_kind) is not None and issubclass(loss_cls, kind)
+        )
         overrides = [f"method={method}"]
     elif group == "data":
         kind = get_class(group_options("data")[option]._target_).batch_kind
@@ -100,7 +125,9 @@ def _build_datamodule_or_skip(cfg: DictConfig):
 
 
 @pytest.mark.parametrize(("group", "option"), _options(), ids=lambda value: str(value))
-def test_option_composes_and_builds(compose_train: ComposeFn, group: str, option: str, tmp_path: Path) -> None:
+def test_option_composes_and_builds(
+    compose_train: ComposeFn, group: str, option: str, tmp_path: Path
+) -> None:
     cfg = _compose_option(compose_train, group, option)
     validate_config(cfg)
     check_compatibility(cfg)
@@ -116,19 +143,23 @@ def test_option_composes_and_builds(compose_train: ComposeFn, group: str, option
             instantiate(cfg.scheduler, optimizer=optimizer)
         return
 
-    datamodule, metadata = _build_datamodule_or_skip(cfg)
+    _datamodule, metadata = _build_datamodule_or_skip(cfg)
     assert metadata.num_classes >= 2 and metadata.num_train > 0
     model = build_method(cfg, metadata)
     assert sum(p.numel() for p in model.parameters()) > 0
     if group in ("trainer", "callbacks", "logger", "debug", "experiment"):
         if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             pytest.skip(f"trainer={option} needs a CUDA device (composed and validated only)")
-        trainer = build_trainer(cfg, instantiate_named(cfg.get("callbacks")), instantiate_named(cfg.get("logger")))
+        trainer = build_trainer(
+            cfg, instantiate_named(cfg.get("callbacks")), instantiate_named(cfg.get("logger"))
+        )
         assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
 def test_every_group_folder_is_covered() -> None:
     """A new group folder must be added to GROUPS (or deliberately left to the run tests)."""
     root = resources.files("weaksup.conf")
-    folders = {entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("_")}
+    folders = {
+        entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("_")
+    }
     assert folders - set(GROUPS) <= {"hydra", "paths", "__pycache__"}

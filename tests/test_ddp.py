@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ComposeFn
 
 from weaksup.train import train
+
+from conftest import ComposeFn
 
 
 @pytest.mark.slow

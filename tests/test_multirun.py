@@ -13,17 +13,32 @@ from weaksup.results import summarize_jobs
 from weaksup.train import main
 
 
-def test_multirun_writes_job_folders_and_a_seed_summary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_multirun_writes_job_folders_and_a_seed_summary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     sweep_dir = tmp_path / "sweep"
-    monkeypatch.setattr(sys, "argv", [
-        "weaksup-train", "-m", "loss=ce,hinge", "seed=1,2",
-        "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.log_every_n_steps=1",
-        f"hydra.sweep.dir={sweep_dir}",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "weaksup-train",
+            "-m",
+            "loss=ce,hinge",
+            "seed=1,2",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "++trainer.enable_model_summary=false",
+            "callbacks.progress_bar=null",
+            "callbacks.model_summary=null",
+            "trainer.log_every_n_steps=1",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+    )
     main()  # Hydra's basic launcher runs the four jobs in this process, one after the other
 
-    job_dirs = sorted(path for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
+    job_dirs = sorted(
+        path for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")
+    )
     assert [path.name.split("_", 1)[0] for path in job_dirs] == ["0", "1", "2", "3"]
     assert len({path.name for path in job_dirs}) == 4
     per_job = {}

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_OVERRIDES, compose_config
 from omegaconf import OmegaConf
 
 from weaksup.eval import evaluate
 from weaksup.train import train
 
-RUN_OVERRIDES = ("method=supervised", "loss=hinge", "data=digits", "backbone=mlp", "trainer.max_epochs=3")
+from conftest import QUIET_OVERRIDES, compose_config
+
+RUN_OVERRIDES = (
+    "method=supervised",
+    "loss=hinge",
+    "data=digits",
+    "backbone=mlp",
+    "trainer.max_epochs=3",
+)
 
 
 def _train_in(output_dir: Path, *overrides: str) -> dict:
@@ -53,13 +60,19 @@ def test_run_writes_config_metrics_checkpoints_and_logs(hinge_run: tuple[Path, d
     assert len(csv_lines) > 3
 
 
-def test_checkpoint_loads_with_weights_only_and_carries_the_config(hinge_run: tuple[Path, dict]) -> None:
-    output_dir, results = hinge_run
+def test_checkpoint_loads_with_weights_only_and_carries_the_config(
+    hinge_run: tuple[Path, dict],
+) -> None:
+    _output_dir, results = hinge_run
     checkpoint = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
     stored = checkpoint["weaksup"]
     assert stored["config"]["loss"]["_target_"] == "weaksup.losses.HingeLoss"
-    assert stored["data"] == {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
-                              "num_train": stored["data"]["num_train"]}
+    assert stored["data"] == {
+        "name": "digits",
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+        "num_train": stored["data"]["num_train"],
+    }
     assert stored["data"]["num_train"] > 1000
 
 
@@ -67,8 +80,15 @@ def test_eval_reproduces_the_test_metrics_from_the_checkpoint_alone(
     hinge_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     _, results = hinge_run
-    cfg = compose_config("eval", [f"ckpt_path={results['best_checkpoint']}", f"paths.output_dir={tmp_path}",
-                                  "trainer.enable_progress_bar=false", "logger=none"])
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={results['best_checkpoint']}",
+            f"paths.output_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+        ],
+    )
     evaluated = evaluate(cfg)
     for name, value in results["test"].items():
         assert evaluated["test"][name] == pytest.approx(value, abs=1e-6)
@@ -88,13 +108,19 @@ def test_resume_auto_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     for section in ("val", "test"):
         for name, value in full[section].items():
             assert resumed[section][name] == pytest.approx(value, abs=1e-6), name
-    full_weights = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)["state_dict"]
-    resumed_weights = torch.load(interrupted / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    full_weights = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)[
+        "state_dict"
+    ]
+    resumed_weights = torch.load(interrupted / "checkpoints/last.ckpt", weights_only=True)[
+        "state_dict"
+    ]
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=0, atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")  # a new run folder, on purpose
+@pytest.mark.filterwarnings(
+    "ignore:The dirpath has changed:UserWarning"
+)  # a new run folder, on purpose
 def test_explicit_ckpt_path_resumes_from_that_file(tmp_path: Path) -> None:
     first = tmp_path / "first"
     _train_in(first, "trainer.max_epochs=1")
@@ -140,16 +166,24 @@ def test_overfit_debug_drives_training_loss_down(tmp_path: Path) -> None:
 
 def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     """`weaksup-train` and `python -m weaksup.train` compose from the installed config package."""
-    arguments = ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run", "callbacks.progress_bar=null"]
+    arguments = [
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}/run",
+        "callbacks.progress_bar=null",
+    ]
     script = Path(sys.executable).parent / "weaksup-train"
-    completed = subprocess.run([str(script), *arguments], capture_output=True, text=True, cwd=tmp_path,
-                               timeout=300)
+    completed = subprocess.run(
+        [str(script), *arguments], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "test/acc" in completed.stdout and f"output folder: {tmp_path}/run" in completed.stdout
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "run" / "metrics.json").is_file()
     module_run = subprocess.run(
         [sys.executable, "-m", "weaksup.train", "--cfg", "job", "loss=hinge"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert module_run.returncode == 0 and "weaksup.losses.HingeLoss" in module_run.stdout

@@ -18,11 +18,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 import weaksup.resolvers  # noqa: F401  (${weaksup.*} of conf/logger/wandb.yaml)
-from conftest import ComposeFn
-from wandb_records import RunLog, read_finished_run
 from weaksup.hydra_callbacks import FinishWandbRun
 from weaksup.run_logging import flatten_config
 from weaksup.train import main, train
+
+from conftest import ComposeFn
+from wandb_records import RunLog, read_finished_run
 
 # two_moons: 600 training samples in batches of 64.
 STEPS_PER_EPOCH = 10
@@ -31,7 +32,11 @@ STEPS_PER_EPOCH = 10
 @pytest.fixture(autouse=True)
 def _wandb_offline_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Offline, quiet, every W&B file under this test's folder; never leave a run open."""
-    for variable, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}.items():
+    for variable, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+    }.items():
         monkeypatch.setenv(variable, value)
     for variable in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         folder = tmp_path / "wandb_home" / variable.lower()
@@ -52,13 +57,24 @@ def _finite_numbers(values: list) -> bool:
 
 
 def test_flatten_config_joins_nested_keys_with_slashes() -> None:
-    nested = {"seed": 3, "optimizer": {"lr": 0.001, "betas": [0.9, 0.99]}, "a": {"b": {"c": None}}, "empty": {}}
+    nested = {
+        "seed": 3,
+        "optimizer": {"lr": 0.001, "betas": [0.9, 0.99]},
+        "a": {"b": {"c": None}},
+        "empty": {},
+    }
     assert flatten_config(nested) == {
-        "seed": 3, "optimizer/lr": 0.001, "optimizer/betas": [0.9, 0.99], "a/b/c": None, "empty": {},
+        "seed": 3,
+        "optimizer/lr": 0.001,
+        "optimizer/betas": [0.9, 0.99],
+        "a/b/c": None,
+        "empty": {},
     }
 
 
-def test_single_run_logs_flattened_config_and_metrics(compose_train: ComposeFn, tmp_path: Path) -> None:
+def test_single_run_logs_flattened_config_and_metrics(
+    compose_train: ComposeFn, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "run_folder"
     output_dir.mkdir()
     cfg = compose_train("logger=wandb", "trainer.max_epochs=2", "seed=7", output_dir=output_dir)
@@ -89,16 +105,31 @@ def test_single_run_logs_flattened_config_and_metrics(compose_train: ComposeFn, 
     assert test_accuracy == pytest.approx(results["test"]["test/acc"])
 
 
-def test_multirun_jobs_get_their_own_runs_in_one_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_multirun_jobs_get_their_own_runs_in_one_group(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # Hydra leaves its config singletons set after a multirun: restore them for the tests that follow.
     monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
     sweep_dir = tmp_path / "my_sweep"
-    monkeypatch.setattr(sys, "argv", [
-        "weaksup-train", "-m", "seed=1,2", "logger=wandb", "trainer.max_epochs=1", "test=false",
-        f"hydra.sweep.dir={sweep_dir}", f"paths.root_dir={tmp_path}", "hydra/job_logging=none",
-        "hydra/hydra_logging=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "weaksup-train",
+            "-m",
+            "seed=1,2",
+            "logger=wandb",
+            "trainer.max_epochs=1",
+            "test=false",
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.root_dir={tmp_path}",
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
+            "callbacks.progress_bar=null",
+            "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1",
+        ],
+    )
     try:
         main()
     finally:
@@ -121,7 +152,6 @@ def test_multirun_jobs_get_their_own_runs_in_one_group(monkeypatch: pytest.Monke
         assert len(run.metric_values("val/acc")) == 1
 
 
-
 @pytest.mark.slow
 # Lightning's advice for the epoch mean of the per-rank training loss, which the methods log unsynced.
 @pytest.mark.filterwarnings("ignore:It is recommended to use .*sync_dist=True")
@@ -129,8 +159,14 @@ def test_ddp_fork_run_logs_into_one_run(compose_train: ComposeFn, tmp_path: Path
     """The run must start in the main process: started in the forked rank 0 it stays empty."""
     output_dir = tmp_path / "ddp_run"
     output_dir.mkdir()
-    cfg = compose_train("logger=wandb", "trainer=ddp_cpu", "trainer.strategy=ddp_fork",
-                        "trainer.max_epochs=1", "test=false", output_dir=output_dir)
+    cfg = compose_train(
+        "logger=wandb",
+        "trainer=ddp_cpu",
+        "trainer.strategy=ddp_fork",
+        "trainer.max_epochs=1",
+        "test=false",
+        output_dir=output_dir,
+    )
     results = train(cfg)
     FinishWandbRun().on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED))
 
@@ -145,7 +181,9 @@ def test_ddp_fork_run_logs_into_one_run(compose_train: ComposeFn, tmp_path: Path
 
 def test_finish_callback_marks_a_failed_job_and_is_a_no_op_without_a_run(tmp_path: Path) -> None:
     config = OmegaConf.create({})
-    FinishWandbRun().on_job_end(config, JobReturn(status=JobStatus.FAILED))  # no run: nothing happens
+    FinishWandbRun().on_job_end(
+        config, JobReturn(status=JobStatus.FAILED)
+    )  # no run: nothing happens
 
     run = wandb.init(project="weaksup", dir=tmp_path, config={"optimizer/lr": 0.5})
     run.log({"train/loss": 2.5})

@@ -85,12 +85,22 @@ def read_run(path: str | Path) -> RunLog:
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.run_id, run.name, run.group = record.run.run_id, record.run.display_name, record.run.run_group
-            run.config.update({_item_key(i): json.loads(i.value_json) for i in record.run.config.update})
+            run.run_id, run.name, run.group = (
+                record.run.run_id,
+                record.run.display_name,
+                record.run.run_group,
+            )
+            run.config.update(
+                {_item_key(i): json.loads(i.value_json) for i in record.run.config.update}
+            )
         elif kind == "config":
-            run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
+            run.config.update(
+                {_item_key(i): json.loads(i.value_json) for i in record.config.update}
+            )
         elif kind == "history":
-            run.history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
+            run.history.append(
+                {_item_key(i): json.loads(i.value_json) for i in record.history.item}
+            )
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

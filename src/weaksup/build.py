@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from weaksup.config.instantiate import build_node
@@ -32,7 +32,9 @@ def group_options(group: str) -> dict[str, DictConfig]:
 
     def merged(name: str) -> DictConfig:
         option = raw[name]
-        bases = [base for base in option.get("defaults", []) if isinstance(base, str) and base in raw]
+        bases = [
+            base for base in option.get("defaults", []) if isinstance(base, str) and base in raw
+        ]
         own = OmegaConf.masked_copy(option, [key for key in option if key != "defaults"])
         return OmegaConf.merge(*(merged(base) for base in bases), own) if bases else own
 
@@ -120,5 +122,7 @@ def instantiate_named(nodes: DictConfig | None) -> list[Any]:
     return [build_node(node) for node in nodes.values() if node is not None]
 
 
-def build_trainer(cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]
+) -> pl.Trainer:
     return build_node(cfg.trainer, callbacks=list(callbacks), logger=loggers or False)

@@ -19,8 +19,8 @@ from weaksup.build import build_datamodule, build_method, build_trainer, instant
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import CHECKPOINT_KEY
-from weaksup.run_logging import start_wandb_runs
 from weaksup.results import print_results, scalar_metrics, write_metrics
+from weaksup.run_logging import start_wandb_runs
 
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata, dict[str, Any]]:
@@ -32,7 +32,11 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata, di
     stored = checkpoint.get(CHECKPOINT_KEY)
     if not stored or stored.get("config") is None:
         raise ConfigError(f"{path} holds no weaksup run config (was it written by weaksup-train?)")
-    return OmegaConf.create(stored["config"]), DataMetadata.from_dict(stored["data"]), checkpoint["state_dict"]
+    return (
+        OmegaConf.create(stored["config"]),
+        DataMetadata.from_dict(stored["data"]),
+        checkpoint["state_dict"],
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -47,7 +51,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     start_wandb_runs(loggers)
     trainer = build_trainer(cfg, [], loggers)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
-    output = {"test": scalar_metrics(results[0]) if results else {}, "checkpoint": str(cfg.ckpt_path)}
+    output = {
+        "test": scalar_metrics(results[0]) if results else {},
+        "checkpoint": str(cfg.ckpt_path),
+    }
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         write_metrics(output_dir, output)
@@ -56,7 +63,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Lightning 2.6 + torch 2.13 warn on every fit about a pytree API Lightning still uses; not ours to fix.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
+)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="eval")

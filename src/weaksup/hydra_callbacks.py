@@ -44,7 +44,9 @@ class MultirunSummary(Callback):
         if not jobs:
             print(f"multirun summary: no finished job under {sweep_dir}")
             return
-        csv_path, markdown_path = write_summary(summarize_jobs(jobs, self.group_by_ignore), sweep_dir)
+        csv_path, markdown_path = write_summary(
+            summarize_jobs(jobs, self.group_by_ignore), sweep_dir
+        )
         print(markdown_path.read_text())
         print(f"multirun summary: {markdown_path} and {csv_path}")
         if missing:

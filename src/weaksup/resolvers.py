@@ -1,7 +1,7 @@
 """OmegaConf resolvers used by the shipped configs; importing this module registers them.
 
-    name: ${weaksup.path_name:${paths.output_dir}}   # the run folder's name
-    group: ${weaksup.sweep_name:}                    # the sweep folder's name in a multirun, else null
+name: ${weaksup.path_name:${paths.output_dir}}   # the run folder's name
+group: ${weaksup.sweep_name:}                    # the sweep folder's name in a multirun, else null
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ def write_metrics(output_dir: Path, results: Mapping[str, Any]) -> Path:
     return path
 
 
-def print_results(results: Mapping[str, Any], output_dir: Path, console: Console | None = None) -> None:
+def print_results(
+    results: Mapping[str, Any], output_dir: Path, console: Console | None = None
+) -> None:
     """A small table of the final validation and test metrics, then the output folder."""
     console = console or Console()
     table = Table(title="weaksup results")

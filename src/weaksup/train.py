@@ -27,8 +27,8 @@ from weaksup.build import (
     instantiate_named,
 )
 from weaksup.config.validation import ConfigError, validate_config
-from weaksup.run_logging import start_wandb_runs
 from weaksup.results import print_results, scalar_metrics, write_metrics
+from weaksup.run_logging import start_wandb_runs
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ def resolve_resume_checkpoint(cfg: DictConfig) -> str | None:
     """`ckpt_path` when given; with `resume=auto`, `<output_dir>/checkpoints/last.ckpt` if it exists."""
     resume = cfg.get("resume")
     if resume not in (None, "auto"):
-        raise ConfigError(f"resume must be null or 'auto', got {resume!r} (for a file use ckpt_path=...)")
+        raise ConfigError(
+            f"resume must be null or 'auto', got {resume!r} (for a file use ckpt_path=...)"
+        )
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
@@ -77,17 +79,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     with warnings.catch_warnings():
         if resume_from is not None:  # continuing in the same folder is the point of resuming
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty"
+            )
         # debug=overfit: Lightning replaces our shuffling sampler by a sequential one, as wanted.
-        warnings.filterwarnings("ignore", message="You requested to overfit but enabled train dataloader shuffling")
+        warnings.filterwarnings(
+            "ignore", message="You requested to overfit but enabled train dataloader shuffling"
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    val_metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")}
+    val_metrics = {
+        k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")
+    }
 
     progress = _fit_progress(trainer)
     best_path = progress["best_checkpoint"]
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
+        )
         test_metrics = scalar_metrics(results[0]) if results else {}
 
     results = {
@@ -116,16 +126,23 @@ def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
     best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
     progress = {
         "best_checkpoint": best_path,
-        "best_score": None if checkpoint is None or checkpoint.best_model_score is None
+        "best_score": None
+        if checkpoint is None or checkpoint.best_model_score is None
         else float(checkpoint.best_model_score),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
     if trainer.global_step == 0 and best_path is not None:
         last_path = Path(best_path).parent / LAST_CHECKPOINT
-        last = torch.load(last_path if last_path.is_file() else best_path, map_location="cpu", weights_only=True)
+        last = torch.load(
+            last_path if last_path.is_file() else best_path, map_location="cpu", weights_only=True
+        )
         best = torch.load(best_path, map_location="cpu", weights_only=True)
-        states = [state for name, state in best.get("callbacks", {}).items() if name.startswith("ModelCheckpoint")]
+        states = [
+            state
+            for name, state in best.get("callbacks", {}).items()
+            if name.startswith("ModelCheckpoint")
+        ]
         score = states[0].get("best_model_score") if states else None
         progress.update(
             best_score=None if score is None else float(score),
@@ -142,7 +159,9 @@ def _report(results: dict[str, Any], output_dir: Path) -> None:
 
 
 # Lightning 2.6 + torch 2.13 warn on every fit about a pytree API Lightning still uses; not ours to fix.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
+)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="train")

@@ -32,18 +32,27 @@ def test_balanced_labeled_indices_per_class_counts_and_seeding() -> None:
     assert sorted(counts) == [3, 3, 4] and len(set(chosen.tolist())) == 10
     assert torch.equal(chosen, balanced_labeled_indices(targets, 10, 3, seed=0))
     assert not torch.equal(chosen, balanced_labeled_indices(targets, 10, 3, seed=1))
-    with pytest.raises(ValueError, match="data.num_labeled=400 is larger than the training set"):
+    with pytest.raises(ValueError, match=r"data\.num_labeled=400 is larger than the training set"):
         balanced_labeled_indices(targets, 400, 3, seed=0)
     with pytest.raises(ValueError, match="needs 2 examples of class 2, the training set has 1"):
         balanced_labeled_indices(torch.tensor([0, 0, 0, 1, 1, 1, 2]), 6, 3, seed=0)
 
 
 def test_datamodule_batches_metadata_and_labeled_split() -> None:
-    datamodule = ClassificationDataModule(TwoMoons(n_samples=200, seed=0), batch_size=16, num_labeled=20, seed=0)
+    datamodule = ClassificationDataModule(
+        TwoMoons(n_samples=200, seed=0), batch_size=16, num_labeled=20, seed=0
+    )
     datamodule.setup("fit")
     metadata = datamodule.metadata
-    assert (metadata.name, metadata.num_classes, metadata.input_shape, metadata.num_train) == ("two_moons", 2, (2,), 20)
-    assert len(datamodule.labeled_indices) + len(datamodule.unlabeled_indices) == len(datamodule.splits.train)
+    assert (metadata.name, metadata.num_classes, metadata.input_shape, metadata.num_train) == (
+        "two_moons",
+        2,
+        (2,),
+        20,
+    )
+    assert len(datamodule.labeled_indices) + len(datamodule.unlabeled_indices) == len(
+        datamodule.splits.train
+    )
     assert not set(datamodule.labeled_indices.tolist()) & set(datamodule.unlabeled_indices.tolist())
     batches = list(datamodule.train_dataloader())
     assert all(isinstance(batch, Batch) for batch in batches)

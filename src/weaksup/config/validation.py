@@ -60,7 +60,7 @@ def _target_nodes(node: Any, path: str) -> Iterable[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield path, node
-        for key in node.keys():
+        for key in node:
             if str(key) == "hydra":
                 continue
             child = node._get_node(key)
@@ -92,8 +92,10 @@ def _validate_target_node(node: DictConfig, path: str) -> None:
     signature, hints = _signature_of(str(target))
     parameters = signature.parameters
     takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    allowed = [name for name, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    for key in node.keys():
+    allowed = [
+        name for name, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    for key in node:
         key = str(key)
         if key in HYDRA_KEYS:
             continue
@@ -108,7 +110,11 @@ def _validate_target_node(node: DictConfig, path: str) -> None:
             continue  # e.g. ${hydra:...} outside a Hydra run: checked when it resolves
         if isinstance(value, DictConfig) and "_target_" in value:
             continue  # built by its own constructor, checked as its own node
-        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+        plain = (
+            OmegaConf.to_container(value, resolve=True)
+            if isinstance(value, DictConfig | ListConfig)
+            else value
+        )
         if key in hints and not _matches(plain, hints[key]):
             raise ConfigError(
                 f"'{full_key}' = {plain!r} has the wrong type for {target}: expected {_type_name(hints[key])}"

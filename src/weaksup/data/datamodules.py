@@ -107,7 +107,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     def splits(self) -> DatasetSplits:
         splits = self.source.load()
         if splits.num_classes < 2:
-            raise ValueError(f"data source {splits.name!r} has {splits.num_classes} class(es); need >= 2")
+            raise ValueError(
+                f"data source {splits.name!r} has {splits.num_classes} class(es); need >= 2"
+            )
         for split_name in ("train", "val", "test"):
             targets = getattr(splits, split_name).targets
             if len(targets) and (targets.min() < 0 or targets.max() >= splits.num_classes):
@@ -123,7 +125,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         train = self.splits.train
         if self.num_labeled is None:
             return torch.arange(len(train))
-        return balanced_labeled_indices(train.targets, self.num_labeled, self.splits.num_classes, self.seed)
+        return balanced_labeled_indices(
+            train.targets, self.num_labeled, self.splits.num_classes, self.seed
+        )
 
     @cached_property
     def unlabeled_indices(self) -> torch.Tensor:

@@ -36,7 +36,9 @@ class EpochSeededRandomSampler(Sampler[int]):
         return self.num_items
 
 
-def balanced_labeled_indices(targets: Tensor, num_labeled: int, num_classes: int, seed: int) -> Tensor:
+def balanced_labeled_indices(
+    targets: Tensor, num_labeled: int, num_classes: int, seed: int
+) -> Tensor:
     """Pick `num_labeled` examples with (as nearly as possible) the same count per class.
 
     The standard semi-supervised protocol (e.g. FixMatch, MPL: "4000 labels" = 400 per class

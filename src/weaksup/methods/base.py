@@ -77,14 +77,20 @@ class WeakSupMethod(pl.LightningModule):
     @staticmethod
     def method_arguments(cfg: DictConfig) -> dict[str, Any]:
         """The optimizer/scheduler arguments every method receives from the top-level groups."""
-        return {"optimizer": plain_config(cfg.optimizer), "scheduler": plain_config(cfg.get("scheduler"))}
+        return {
+            "optimizer": plain_config(cfg.optimizer),
+            "scheduler": plain_config(cfg.get("scheduler")),
+        }
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.optimizer_config, params=self.parameters())
         if self.scheduler_config is None:
             return optimizer
         scheduler = instantiate(self.scheduler_config, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
 
     def log_loss_terms(self, stage: str, terms: Mapping[str, Tensor], batch_size: int) -> None:
         """Log each named loss term as `{stage}/{name}`; stop on a non-finite one.
@@ -100,8 +106,15 @@ class WeakSupMethod(pl.LightningModule):
                         f"(epoch {self.current_epoch}); training stopped, no checkpoint written. "
                         "Try a lower optimizer.lr, trainer.gradient_clip_val, or check the inputs."
                     )
-            self.log(f"{stage}/{name}", value, batch_size=batch_size, prog_bar=name == "loss",
-                     on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
+            self.log(
+                f"{stage}/{name}",
+                value,
+                batch_size=batch_size,
+                prog_bar=name == "loss",
+                on_step=stage == "train",
+                on_epoch=True,
+                sync_dist=stage != "train",
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {

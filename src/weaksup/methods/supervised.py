@@ -49,11 +49,17 @@ class SupervisedClassifier(WeakSupMethod):
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> SupervisedClassifier:
         loss = build_node(cfg.loss)
         backbone = build_node(
-            cfg.backbone, input_shape=list(data.input_shape), num_outputs=loss.num_outputs(data.num_classes)
+            cfg.backbone,
+            input_shape=list(data.input_shape),
+            num_outputs=loss.num_outputs(data.num_classes),
         )
         return build_node(
-            cfg.method, backbone=backbone, loss=loss, num_classes=data.num_classes,
-            **cls.method_arguments(cfg), _recursive_=False,
+            cfg.method,
+            backbone=backbone,
+            loss=loss,
+            num_classes=data.num_classes,
+            **cls.method_arguments(cfg),
+            _recursive_=False,
         )
 
     def forward(self, inputs: Tensor) -> Tensor:
@@ -67,7 +73,9 @@ class SupervisedClassifier(WeakSupMethod):
 
     def _evaluate(self, batch: Batch, stage: str, metrics: MetricCollection) -> None:
         outputs = self.backbone(batch.inputs)
-        self.log_loss_terms(stage, {"loss": self.loss(outputs, batch.targets)}, batch_size=len(batch))
+        self.log_loss_terms(
+            stage, {"loss": self.loss(outputs, batch.targets)}, batch_size=len(batch)
+        )
         metrics.update(self.loss.class_scores(outputs), batch.targets)
         self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
 

@@ -1,5 +1,5 @@
 """Networks: backbones that expose per-layer features."""
 
-from weaksup.nn.backbones import LeNet, MLP, Backbone
+from weaksup.nn.backbones import MLP, Backbone, LeNet
 
 __all__ = ["MLP", "Backbone", "LeNet"]

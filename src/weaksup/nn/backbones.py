@@ -91,7 +91,9 @@ class MLP(Backbone):
         dropout: float = 0.0,
     ) -> None:
         if len(hidden_sizes) == 0 or any(int(size) <= 0 for size in hidden_sizes):
-            raise ValueError(f"backbone.hidden_sizes must be positive widths, got {list(hidden_sizes)}")
+            raise ValueError(
+                f"backbone.hidden_sizes must be positive widths, got {list(hidden_sizes)}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"backbone.dropout must be in [0, 1), got {dropout}")
         stages: list[nn.Module] = []
