@@ -1,0 +1,1 @@
+"""Metrics beyond torchmetrics: multi-label tag sets of partially tagged data."""
