@@ -73,7 +73,7 @@ def test_invalid_config_values_fail_at_build_time_naming_the_key(
         (
             "backbone.activation=swishy",
             ValueError,
-            r"backbone.activation='swishy' is unknown; allowed: \['gelu'",
+            r"backbone.activation='swishy' is unknown; allowed: \['gelu', 'identity'",
         ),
         ("backbone=lenet", ValueError, r"backbone=lenet needs image inputs"),
         ("resume=yes", ConfigError, r"resume must be null or 'auto', got 'yes'"),

@@ -20,6 +20,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
+    "identity": nn.Identity,  # a purely linear MLP, e.g. the min-max post's one-layer encoder
 }
 
 
