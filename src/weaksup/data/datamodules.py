@@ -58,9 +58,34 @@ class TensorBatchDataset(Dataset):
         return Batch(self.data.inputs[index], self.data.targets[index])
 
 
-def keep_prebatched(batch: Batch) -> Batch:
+def keep_prebatched(batch: Any) -> Any:
     """Collate function for datasets that already return whole batches."""
     return batch
+
+
+def prebatched_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over a dataset with `__getitems__` (one gather per batch).
+
+    Training loaders shuffle with `EpochSeededRandomSampler` (the order of epoch e depends on
+    (seed, e) only, so resumed runs see the same batches); `drop_last` applies to them only.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSeededRandomSampler(len(dataset), seed) if shuffle else None,
+        collate_fn=keep_prebatched,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last and shuffle,
+    )
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -149,14 +174,13 @@ class ClassificationDataModule(pl.LightningDataModule):
         _ = self.labeled_indices  # load and validate once, before the loops start
 
     def _loader(self, data: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return prebatched_loader(
             TensorBatchDataset(data),
-            batch_size=batch_size,
-            sampler=EpochSeededRandomSampler(len(data), self.seed) if shuffle else None,
-            collate_fn=keep_prebatched,
+            batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=self.drop_last and shuffle,
+            drop_last=self.drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from weaksup.data.datamodules import DataMetadata, DataSource, keep_prebatched
-from weaksup.data.sampling import EpochSeededRandomSampler
+from weaksup.data.datamodules import DataMetadata, DataSource, prebatched_loader
 from weaksup.data.sources.base import DatasetSplits
 
 
@@ -231,14 +230,13 @@ class PartialTagDataModule(pl.LightningDataModule):
         _ = self.splits
 
     def _loader(self, split: TaggedSplit, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return prebatched_loader(
             TaggedBatchDataset(split),
-            batch_size=batch_size,
-            sampler=EpochSeededRandomSampler(len(split), self.seed) if shuffle else None,
-            collate_fn=keep_prebatched,
+            batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=self.drop_last and shuffle,
+            drop_last=self.drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
