@@ -1,0 +1,136 @@
+"""Reproduction runs of issue 3 (Ilse et al. 2018): MNIST-bags AUC and Musk 10-fold accuracy.
+
+Not collected by pytest (the slow tests in `test_mil_reproduction.py` call it). Each job is a
+normal `weaksup-train` run composed in-process; one JSON line per job goes to `--results`, and
+the table of mean ± std is printed at the end:
+
+    python tests/mil/reproduce_mil.py mnist --bags 100 200 500 --seeds 1 2 3 4 5
+    python tests/mil/reproduce_mil.py musk --data musk1 --pooling attention gated_attention
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+
+from weaksup.train import train
+
+QUIET = [
+    "logger=csv",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_job(overrides: list[str], output_dir: Path) -> dict:
+    with initialize_config_module("weaksup.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, *QUIET, f"paths.output_dir={output_dir}"])
+    started = time.perf_counter()
+    results = train(cfg)
+    return {
+        "test": results["test"],
+        "best_score": results["best_score"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summarise(rows: list[dict], group_keys: list[str], metric: str) -> list[dict]:
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in group_keys), []).append(row["test"][metric])
+    table = []
+    for key, values in sorted(groups.items()):
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(
+            {
+                **dict(zip(group_keys, key, strict=True)),
+                "n": len(values),
+                "mean": statistics.fmean(values),
+                "std": std,
+            }
+        )
+    return table
+
+
+def print_table(table: list[dict], metric: str) -> None:
+    for row in table:
+        keys = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("n", "mean", "std"))
+        print(f"{keys}: {metric} = {row['mean']:.3f} ± {row['std']:.3f} (n={row['n']})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("protocol", choices=["mnist", "musk"])
+    parser.add_argument("--bags", type=int, nargs="+", default=[100, 200, 500])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--data", default="musk1")
+    parser.add_argument("--pooling", nargs="+", default=["attention"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--repeat-ids", type=int, nargs="*", default=None, help="instead of range(repeats)"
+    )
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every job")
+    parser.add_argument("--out", type=Path, default=Path("outputs/mil_reproduction"))
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results_file = (
+        args.results
+        or args.out / f"{args.protocol}_{args.data if args.protocol == 'musk' else 'bags'}.jsonl"
+    )
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.protocol == "mnist":
+        jobs = [
+            (
+                {"pooling": pooling, "bags": bags, "seed": seed},
+                [
+                    "experiment=mil_mnist_bags",
+                    f"pooling={pooling}",
+                    f"data.source.num_train_bags={bags}",
+                    f"seed={seed}",
+                ],
+            )
+            for pooling in args.pooling
+            for bags in args.bags
+            for seed in args.seeds
+        ]
+        group_keys, metric = ["pooling", "bags"], "test/auc"
+    else:
+        jobs = [
+            (
+                {"data": args.data, "pooling": pooling, "repeat": repeat, "fold": fold},
+                [
+                    f"experiment=mil_{args.data}",
+                    f"pooling={pooling}",
+                    f"data.source.split_seed={repeat}",
+                    f"data.source.fold={fold}",
+                    f"seed={repeat * 100 + fold}",
+                ],
+            )
+            for pooling in args.pooling
+            for repeat in (args.repeat_ids if args.repeat_ids is not None else range(args.repeats))
+            for fold in args.folds
+        ]
+        group_keys, metric = ["data", "pooling"], "test/acc"
+    for key, overrides in jobs:
+        name = "_".join(f"{k}{v}" for k, v in key.items())
+        row = {**key, **run_job(overrides + args.extra, args.out / args.protocol / name)}
+        rows.append(row)
+        with results_file.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    print_table(summarise(rows, group_keys, metric), metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Slow reproductions of Ilse et al. 2018 (run with `pytest -m slow tests/mil`; figures in docs/mil.md).
+
+MNIST-bags: test AUC over 5 seeds at 100, 200 and 500 training bags (mean bag length 10).
+Musk1/Musk2: test accuracy of 10-fold cross-validation repeated 5 times.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from reproduce_mil import run_job
+
+# Ilse et al. 2018, attention pooling (MNIST-bags read from their figure; Musk from their Table 2).
+MNIST_BAGS_AUC = {100: 0.95, 200: 0.97, 500: 0.99}
+MUSK_ACCURACY = {
+    ("musk1", "attention"): 0.892,
+    ("musk1", "gated_attention"): 0.900,
+    ("musk2", "attention"): 0.858,
+    ("musk2", "gated_attention"): 0.863,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_bags", sorted(MNIST_BAGS_AUC))
+def test_mnist_bags_auc(num_bags, tmp_path):
+    aucs = [
+        run_job(
+            ["experiment=mil_mnist_bags", f"data.source.num_train_bags={num_bags}", f"seed={seed}"],
+            tmp_path / f"seed{seed}",
+        )["test"]["test/auc"]
+        for seed in range(1, 6)
+    ]
+    # The paper's figure shows means with error bars; allow one standard error below it.
+    standard_error = statistics.stdev(aucs) / len(aucs) ** 0.5
+    assert statistics.fmean(aucs) >= MNIST_BAGS_AUC[num_bags] - standard_error, aucs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("data", "pooling"), sorted(MUSK_ACCURACY))
+def test_musk_accuracy(data, pooling, tmp_path):
+    accuracies = [
+        run_job(
+            [
+                f"experiment=mil_{data}",
+                f"pooling={pooling}",
+                f"data.source.split_seed={repeat}",
+                f"data.source.fold={fold}",
+                f"seed={repeat * 100 + fold}",
+            ],
+            tmp_path / f"r{repeat}f{fold}",
+        )["test"]["test/acc"]
+        for repeat in range(5)
+        for fold in range(10)
+    ]
+    repetition_means = [statistics.fmean(accuracies[r * 10 : (r + 1) * 10]) for r in range(5)]
+    standard_error = statistics.stdev(repetition_means) / 5**0.5
+    assert statistics.fmean(accuracies) >= MUSK_ACCURACY[(data, pooling)] - 2 * standard_error, (
+        accuracies
+    )
