@@ -42,7 +42,7 @@ def print_results(
     if results.get("best_score") is not None:
         table.add_row(f"best {results['monitor']}", f"{results['best_score']:.4f}")
     console.print(table)
-    console.print(f"output folder: {output_dir}")
+    console.print(f"output folder: {output_dir}", soft_wrap=True, highlight=False)
 
 
 def summarize_jobs(

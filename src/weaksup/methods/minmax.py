@@ -357,6 +357,7 @@ class MinMaxClassifier(PartialTagMethod):
         self.loss.project(self.class_embeddings.weight.data)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log("train/class_spread", self.class_spread(), on_epoch=True, on_step=False)
 
 
