@@ -26,12 +26,11 @@ from importlib import resources
 from typing import ClassVar, Protocol
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from weaksup.data.datamodules import DataMetadata, prebatched_loader
+from weaksup.data.datamodules import DataMetadata, PrebatchedDataModule
 from weaksup.data.sources.base import DatasetSplits, check_float, check_int
 from weaksup.losses.bag import check_bag_labels
 from weaksup.losses.pooling import BagSegments
@@ -509,7 +508,7 @@ class BagBatchDataset(Dataset):
         return self.bags.select(indices)
 
 
-class BagDataModule(pl.LightningDataModule):
+class BagDataModule(PrebatchedDataModule):
     """Train/val/test loaders of `BagBatch`es over one bag source.
 
     Args:
@@ -532,13 +531,8 @@ class BagDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, seed, num_workers, drop_last)
         self.source = source
-        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
-        self.eval_batch_size = check_int("data.eval_batch_size", eval_batch_size, minimum=1)
-        self.seed = seed
-        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
-        self.drop_last = drop_last
 
     @cached_property
     def splits(self) -> BagSplits:
@@ -556,24 +550,8 @@ class BagDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits
 
-    def _loader(self, bags: BagBatch, batch_size: int, shuffle: bool) -> DataLoader:
-        return prebatched_loader(
-            BagBatchDataset(bags),
-            batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            drop_last=self.drop_last,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train, self.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, self.eval_batch_size, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, self.eval_batch_size, False)
+    def split_dataset(self, split: str) -> Dataset:
+        return BagBatchDataset(self.split(split))
 
     def split(self, name: str) -> BagBatch:
         """All bags of split `name` (`train`, `val` or `test`)."""

@@ -7,6 +7,7 @@ Batches are gathered with one tensor index per batch (`__getitems__`), not one
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
@@ -88,7 +89,67 @@ def prebatched_loader(
     )
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class PrebatchedDataModule(pl.LightningDataModule):
+    """Loader settings and the train/val/test loaders shared by every datamodule here.
+
+    A subclass says which dataset serves each split (`split_dataset`); the datasets return
+    whole batches (`__getitems__`), gathered by `prebatched_loader`.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: batch size of validation and test loaders.
+        seed: seeds the shuffling (order of epoch e depends on (seed, e) only).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    batch_kind: ClassVar[type]
+
+    def __init__(
+        self, batch_size: int, eval_batch_size: int, seed: int, num_workers: int, drop_last: bool
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not _is_integer(value) or value <= 0:
+                raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
+        if not _is_integer(num_workers) or num_workers < 0:
+            raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.seed = seed
+        self.num_workers = int(num_workers)
+        self.drop_last = drop_last
+
+    def split_dataset(self, split: str) -> Dataset:
+        """The dataset of `split` ("train", "val" or "test") whose batches the loader serves."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement split_dataset")
+
+    def _loader(self, split: str) -> DataLoader:
+        training = split == "train"
+        return prebatched_loader(
+            self.split_dataset(split),
+            self.batch_size if training else self.eval_batch_size,
+            shuffle=training,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            drop_last=self.drop_last,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class ClassificationDataModule(PrebatchedDataModule):
     """Labeled train/val/test loaders over one data source.
 
     Args:
@@ -114,19 +175,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value <= 0:
-                raise ValueError(f"data.{key} must be a positive integer, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        super().__init__(batch_size, eval_batch_size, seed, num_workers, drop_last)
         self.source = source
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
         self.num_labeled = num_labeled
-        self.seed = seed
-        self.num_workers = num_workers
-        self.drop_last = drop_last
 
     @cached_property
     def splits(self) -> DatasetSplits:
@@ -173,21 +224,7 @@ class ClassificationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.labeled_indices  # load and validate once, before the loops start
 
-    def _loader(self, data: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return prebatched_loader(
-            TensorBatchDataset(data),
-            batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            drop_last=self.drop_last,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train.subset(self.labeled_indices), self.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, self.eval_batch_size, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, self.eval_batch_size, False)
+    def split_dataset(self, split: str) -> Dataset:
+        if split == "train":
+            return TensorBatchDataset(self.splits.train.subset(self.labeled_indices))
+        return TensorBatchDataset(getattr(self.splits, split))

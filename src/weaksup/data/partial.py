@@ -19,12 +19,11 @@ from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from weaksup.data.datamodules import DataMetadata, DataSource, prebatched_loader
+from weaksup.data.datamodules import DataMetadata, DataSource, PrebatchedDataModule
 from weaksup.data.sources.base import DatasetSplits
 
 
@@ -107,7 +106,7 @@ def partial_tags(
     return torch.from_numpy(observed), torch.from_numpy(true)
 
 
-class PartialTagDataModule(pl.LightningDataModule):
+class PartialTagDataModule(PrebatchedDataModule):
     """Train/val/test loaders of `TaggedBatch`es built from a labeled source.
 
     Args:
@@ -138,12 +137,7 @@ class PartialTagDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value <= 0:
-                raise ValueError(f"data.{key} must be a positive integer, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        super().__init__(batch_size, eval_batch_size, seed, num_workers, drop_last)
         shared_by = [int(c) for c in shared_by]
         if common_class is None:
             if shared_by:
@@ -160,11 +154,6 @@ class PartialTagDataModule(pl.LightningDataModule):
         self.common_class = None if common_class is None else int(common_class)
         self.shared_by = shared_by
         self.class_names = None if class_names is None else list(class_names)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.seed = seed
-        self.num_workers = num_workers
-        self.drop_last = drop_last
 
     @cached_property
     def source_splits(self) -> DatasetSplits:
@@ -229,21 +218,5 @@ class PartialTagDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.splits
 
-    def _loader(self, split: TaggedSplit, batch_size: int, shuffle: bool) -> DataLoader:
-        return prebatched_loader(
-            TaggedBatchDataset(split),
-            batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            drop_last=self.drop_last,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], self.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], self.eval_batch_size, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], self.eval_batch_size, False)
+    def split_dataset(self, split: str) -> Dataset:
+        return TaggedBatchDataset(self.splits[split])
