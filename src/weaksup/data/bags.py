@@ -221,6 +221,14 @@ def draw_bag_sizes(rng: np.random.Generator, num_bags: int, mean: float, std: fl
     return np.maximum(1, np.rint(rng.normal(mean, std, size=num_bags))).astype(np.int64)
 
 
+def check_bag_counts(num_train_bags: int, num_val_bags: int, num_test_bags: int) -> dict[str, int]:
+    """Bags per split keyed by split name; every count must be an integer of at least 2."""
+    counts = {"train": num_train_bags, "val": num_val_bags, "test": num_test_bags}
+    return {
+        split: check_int(f"num_{split}_bags", value, minimum=2) for split, value in counts.items()
+    }
+
+
 class GaussianBags:
     """Synthetic bags for fast tests: instances `N(0, I_d)`; in positive bags each instance is a
     witness with probability `witness_rate` (at least one per positive bag), shifted by
@@ -247,14 +255,7 @@ class GaussianBags:
         separation: float = 1.5,
         seed: int = 0,
     ) -> None:
-        self.bag_counts = {
-            split: check_int(f"num_{split}_bags", value, minimum=2)
-            for split, value in (
-                ("train", num_train_bags),
-                ("val", num_val_bags),
-                ("test", num_test_bags),
-            )
-        }
+        self.bag_counts = check_bag_counts(num_train_bags, num_val_bags, num_test_bags)
         self.num_features = check_int("num_features", num_features, minimum=1)
         self.mean_bag_size = check_float("mean_bag_size", mean_bag_size, minimum=1)
         self.std_bag_size = check_float("std_bag_size", std_bag_size, minimum=0)
@@ -330,14 +331,7 @@ class ImageBags:
     ) -> None:
         self.images = images
         self.target_class = check_int("target_class", target_class, minimum=0)
-        self.bag_counts = {
-            split: check_int(f"num_{split}_bags", value, minimum=2)
-            for split, value in (
-                ("train", num_train_bags),
-                ("val", num_val_bags),
-                ("test", num_test_bags),
-            )
-        }
+        self.bag_counts = check_bag_counts(num_train_bags, num_val_bags, num_test_bags)
         self.mean_bag_size = check_float("mean_bag_size", mean_bag_size, minimum=1)
         self.std_bag_size = check_float("std_bag_size", std_bag_size, minimum=0)
         self.balanced = bool(balanced)
