@@ -138,9 +138,12 @@ class LeNet(Backbone):
         embedding_dim: width of the dense layer (the embedding).
         dropout: dropout probability after the dense layer.
         channels_last: keep the convolution weights and activations in channels-last (NHWC)
-            memory. Same function; on CPU (oneDNN) a training step of 320 MNIST images took
-            66 ms instead of 91 ms here, mostly from the max-pooling and the convolution
-            backward (`benchmarks/mil_throughput.py --memory-format`).
+            memory, whatever the strides of the input. Same function; on CPU (oneDNN, 2
+            threads) a training step of 320 NCHW MNIST images took 60-66 ms instead of
+            91-101 ms here, mostly in the max-pooling and the convolution backward. A
+            one-channel batch gathered so that its channel stride is 1 (as the bag batches are)
+            already takes the NHWC kernels, so the MIL benchmark
+            (`benchmarks/mil_throughput.py --no-channels-last`) shows no difference.
     """
 
     def __init__(
