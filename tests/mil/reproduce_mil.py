@@ -35,6 +35,7 @@ def run_job(overrides: list[str], output_dir: Path) -> dict:
     started = time.perf_counter()
     results = train(cfg)
     return {
+        "val": results["val"],
         "test": results["test"],
         "best_score": results["best_score"],
         "seconds": time.perf_counter() - started,
