@@ -31,9 +31,9 @@ def test_mnist_bags_auc(num_bags, tmp_path):
         )["test"]["test/auc"]
         for seed in range(1, 6)
     ]
-    # The paper's figure shows means with error bars; allow one standard error below it.
-    standard_error = statistics.stdev(aucs) / len(aucs) ** 0.5
-    assert statistics.fmean(aucs) >= MNIST_BAGS_AUC[num_bags] - standard_error, aucs
+    # The paper gives these as a figure, quoted to two decimals: the mean must round to at least
+    # the quoted value.
+    assert statistics.fmean(aucs) >= MNIST_BAGS_AUC[num_bags] - 0.005, aucs
 
 
 @pytest.mark.slow
