@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+import re
 import struct
 import tarfile
 from collections import Counter
@@ -515,6 +516,11 @@ def test_relative_root_resolved_from_cwd_then_data_dir(
     monkeypatch.chdir(base)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     assert len(MNIST(root="gzip", val_size=10).load().val) == 10
+    # The default root is the folder `mnist` inside the data folder $WEAKSUP_DATA_DIR.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "data" / "mnist"))):
+        MNIST().load()
 
 
 @pytest.mark.skipif(

@@ -233,7 +233,7 @@ class MNIST(IDXImageSource):
 
     def __init__(
         self,
-        root: str = "data/mnist",
+        root: str = "mnist",
         val_size: int = 5000,
         seed: int = 0,
         limit_train: int | None = None,
