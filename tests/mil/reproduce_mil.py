@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from weaksup.plots.metric_curve import plot_metric_curve
+from weaksup.results import summarize_jobs
 from weaksup.train import train
 
 # Ilse et al. 2018, attention pooling: MNIST-bags test AUC at mean bag length 10 (a figure in the
@@ -61,27 +61,17 @@ def run_job(overrides: list[str], output_dir: Path) -> dict:
 
 
 def summarise(rows: list[dict], group_keys: list[str], metric: str) -> list[dict]:
-    groups: dict[tuple, list[float]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in group_keys), []).append(row["test"][metric])
-    table = []
-    for key, values in sorted(groups.items()):
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        table.append(
-            {
-                **dict(zip(group_keys, key, strict=True)),
-                "n": len(values),
-                "mean": statistics.fmean(values),
-                "std": std,
-            }
-        )
-    return table
+    """Mean ± std of `metric` per group (`results.summarize_jobs`, as multirun summaries do)."""
+    jobs = [({key: row[key] for key in group_keys}, {metric: row["test"][metric]}) for row in rows]
+    table = summarize_jobs(jobs, ignore_keys=[])
+    return sorted(table, key=lambda row: tuple(row[key] for key in group_keys))
 
 
 def print_table(table: list[dict], metric: str) -> None:
     for row in table:
-        keys = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("n", "mean", "std"))
-        print(f"{keys}: {metric} = {row['mean']:.3f} ± {row['std']:.3f} (n={row['n']})", flush=True)
+        keys = ", ".join(f"{k}={v}" for k, v in row.items() if k != "n" and "/" not in k)
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        print(f"{keys}: {metric} = {mean:.3f} ± {std:.3f} (n={row['n']})", flush=True)
 
 
 def plot_mnist_bags(rows: list[dict], path: Path) -> Path:
