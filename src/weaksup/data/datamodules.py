@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -18,11 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from weaksup.data.batches import Batch
 from weaksup.data.sampling import EpochSeededRandomSampler, balanced_labeled_indices
-from weaksup.data.sources.base import ArrayDataset, DatasetSplits
-
-
-class DataSource(Protocol):
-    def load(self) -> DatasetSplits: ...
+from weaksup.data.sources.base import ArrayDataset, DatasetSplits, DataSource, load_source
 
 
 @dataclass(frozen=True)
@@ -181,7 +177,7 @@ class ClassificationDataModule(PrebatchedDataModule):
 
     @cached_property
     def splits(self) -> DatasetSplits:
-        splits = self.source.load()
+        splits = load_source(self.source)
         if splits.num_classes < 2:
             raise ValueError(
                 f"data source {splits.name!r} has {splits.num_classes} class(es); need >= 2"

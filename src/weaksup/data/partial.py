@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from weaksup.data.datamodules import DataMetadata, DataSource, PrebatchedDataModule
-from weaksup.data.sources.base import DatasetSplits
+from weaksup.data.sources.base import DatasetSplits, load_source
 
 
 @dataclass
@@ -157,7 +157,7 @@ class PartialTagDataModule(PrebatchedDataModule):
 
     @cached_property
     def source_splits(self) -> DatasetSplits:
-        splits = self.source.load()
+        splits = load_source(self.source)
         num = splits.num_classes
         if self.common_class is not None and not 0 <= self.common_class < num:
             raise ValueError(

