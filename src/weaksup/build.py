@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from weaksup.checkpoints import AtomicCheckpointIO
 from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
 from weaksup.data.datamodules import DataMetadata
@@ -125,4 +126,6 @@ def instantiate_named(nodes: DictConfig | None) -> list[Any]:
 def build_trainer(
     cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]
 ) -> pl.Trainer:
-    return build_node(cfg.trainer, callbacks=list(callbacks), logger=loggers or False)
+    """The Trainer of `cfg.trainer`, saving and loading checkpoints through `AtomicCheckpointIO`."""
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    return build_node(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **plugins)
