@@ -4,7 +4,8 @@
     weaksup-predict ckpt_path=... split=val
     weaksup-predict ckpt_path=... input_path=bags.pt                      # your own instances
 
-Everything about the model and the data comes from the checkpoint (as for `weaksup-eval`).
+Everything about the model and the data comes from the checkpoint (as for `weaksup-eval`,
+whose `load_checkpoint` rebuilds only what the shipped config tree names).
 Writes to the output folder:
 
 * `instance_predictions.csv`: one row per instance: `bag, instance, instance_score` (the
@@ -22,20 +23,20 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+import weaksup.quiet  # noqa: F401  (drops third-party chatter; before any Trainer)
 from weaksup.build import build_datamodule, build_method, build_trainer
+from weaksup.cli import hydra_entry_point
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.bags import BagBatch, BagBatchDataset
 from weaksup.data.datamodules import keep_prebatched
-from weaksup.eval import load_checkpoint
+from weaksup.eval import load_checkpoint, required_checkpoint
 from weaksup.methods.mil import MILClassifier
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,9 @@ def write_predictions(
 
 def predict(cfg: DictConfig) -> dict[str, Tensor | None]:
     """Score the bags of `cfg.split` (or of `cfg.input_path`) with the model of `cfg.ckpt_path`."""
+    ckpt_path = required_checkpoint(cfg, "weaksup-predict")
     validate_config(cfg)
-    run_cfg, metadata, weights = load_checkpoint(cfg.ckpt_path)
+    run_cfg, metadata, weights = load_checkpoint(ckpt_path)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_method(run_cfg, metadata)
     model.load_state_dict(weights)
@@ -154,9 +156,7 @@ def predict(cfg: DictConfig) -> dict[str, Tensor | None]:
     return predictions
 
 
-@hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="predict")
-def main(cfg: DictConfig) -> Any:
-    predict(cfg)
+main = hydra_entry_point("predict", predict)
 
 
 if __name__ == "__main__":
