@@ -1,56 +1,144 @@
-"""Hydra callbacks: the summary table written at the end of every multirun; W&B runs finished per job."""
+"""Hydra callbacks: the multirun summary, kept current after every job; W&B runs finished per job."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import sys
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-from weaksup.results import METRICS_FILE, summarize_jobs, write_summary
+from weaksup.files import atomic_write_text
+from weaksup.results import (
+    ERROR_FILE,
+    SUMMARY_MARKDOWN,
+    SweepSummary,
+    error_line,
+    sweep_report,
+    write_sweep_summary,
+)
 
+log = logging.getLogger(__name__)
 
-def _parse_override(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
+SUMMARY_LOCK = ".summary.lock"
 
 
 class MultirunSummary(Callback):
-    """After a multirun, collect each job's `metrics.json` test metrics into summary.{csv,md}.
+    """`summary.md`, `summary.csv` and `jobs.csv` of a multirun (see `write_sweep_summary`).
 
-    Jobs that differ only in `group_by_ignore` (the seed, by default) form one row: mean ± std.
-    Failed jobs (no metrics file) are listed and left out of the statistics.
+    Jobs that differ only in `group_by_ignore` (override keys, the seed by default) are
+    repetitions of one configuration: one row, mean ± std. A failed job writes `error.txt`
+    (its error, then the traceback) into its folder and is listed with that error.
+
+    The summary is rebuilt from the job folders at the end of every job, in the job's own
+    process, and at the end of the multirun: Hydra's basic sweeper raises a failed job's
+    error before `on_multirun_end`, and the joblib/submitit launchers run `on_job_end` in
+    worker processes, so the end of the multirun alone would lose it.
     """
 
-    def __init__(self, group_by_ignore: list[str] | None = None) -> None:
-        self.group_by_ignore = list(group_by_ignore or ["seed"])
+    def __init__(self, group_by_ignore: Sequence[str] | None = None) -> None:
+        self.group_by_ignore = list(["seed"] if group_by_ignore is None else group_by_ignore)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open_multirun
+        _open_multirun = (self, _sweep_location(config.hydra))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        record_job_end(job_dir, job_return)
+        self.rebuild(*_sweep_location(config.hydra))
+        if job_return.status == JobStatus.FAILED:
+            log.error(
+                "job %s failed: %s (traceback in %s; listed in %s)",
+                job_dir.name,
+                error_line(job_return._return_value),
+                job_dir / ERROR_FILE,
+                Path(config.hydra.sweep.dir) / SUMMARY_MARKDOWN,
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs, missing = [], []
-        for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
-            job_dir = overrides_file.parent.parent
-            metrics_file = job_dir / METRICS_FILE
-            if not metrics_file.exists():
-                missing.append(job_dir.name)
-                continue
-            overrides = dict(_parse_override(o) for o in OmegaConf.load(overrides_file))
-            test_metrics = json.loads(metrics_file.read_text()).get("test", {})
-            jobs.append((overrides, test_metrics))
-        if not jobs:
-            print(f"multirun summary: no finished job under {sweep_dir}")
+        global _open_multirun
+        _open_multirun = None
+        summary = self.rebuild(*_sweep_location(config.hydra))
+        if summary is None or not summary.jobs:
+            print(f"multirun summary: no job folder under {config.hydra.sweep.dir}")
             return
-        csv_path, markdown_path = write_summary(
-            summarize_jobs(jobs, self.group_by_ignore), sweep_dir
-        )
-        print(markdown_path.read_text())
-        print(f"multirun summary: {markdown_path} and {csv_path}")
-        if missing:
-            print(f"multirun summary: jobs without metrics (failed?): {', '.join(missing)}")
+        print(sweep_report(summary))
+
+    def rebuild(self, sweep_dir: Path, output_subdir: str | None) -> SweepSummary | None:
+        """Rewrite the summary files from the job folders; `None` when there is nothing to
+        read (no sweep folder yet, or `hydra.output_subdir=null`: no `.hydra/overrides.yaml`)."""
+        if output_subdir is None or not sweep_dir.is_dir():
+            return None
+        with _exclusive(sweep_dir / SUMMARY_LOCK):
+            return write_sweep_summary(sweep_dir, self.group_by_ignore, output_subdir)
+
+
+# The multirun this process started and Hydra has not ended: Hydra gives the entry point no
+# handle on its callbacks, and its config singleton is reset once the jobs have run.
+_open_multirun: tuple[MultirunSummary, tuple[Path, str | None]] | None = None
+
+
+def _sweep_location(hydra_cfg: DictConfig) -> tuple[Path, str | None]:
+    """The sweep folder and the jobs' `.hydra` subfolder name, resolved now (`${now:...}` is
+    cached in the config, so this is the folder the launcher uses)."""
+    output_subdir = hydra_cfg.output_subdir
+    return Path(str(hydra_cfg.sweep.dir)), None if output_subdir is None else str(output_subdir)
+
+
+def print_stopped_multirun_summary() -> None:
+    """Print the summary of a multirun of this process that stopped with an error.
+
+    For the entry point to call when `hydra.main` raised: Hydra's basic sweeper raises a
+    failed job's error after the other jobs have run but before `on_multirun_end`, so the
+    summary, kept current at every job end, would otherwise not be shown. A no-op when no
+    multirun is open or none of its jobs has a folder (an error before the first job).
+    """
+    global _open_multirun
+    if _open_multirun is None:
+        return
+    callback, location = _open_multirun
+    _open_multirun = None
+    summary = callback.rebuild(*location)
+    if summary is not None and summary.jobs:
+        print(sweep_report(summary))
+
+
+def record_job_end(job_dir: Path, job_return: JobReturn) -> None:
+    """A failed job: `error.txt` with the error's first line, a blank line, the traceback.
+
+    A finished job removes an earlier attempt's `error.txt` (same sweep folder run again).
+    """
+    error_file = job_dir / ERROR_FILE
+    if job_return.status == JobStatus.COMPLETED:
+        error_file.unlink(missing_ok=True)
+    elif job_return.status == JobStatus.FAILED:
+        error = job_return._return_value  # the exception; `.return_value` would raise it
+        trace = "".join(traceback.format_exception(error))
+        atomic_write_text(error_file, f"{error_line(error)}\n\n{trace}")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One rebuild at a time across parallel jobs (POSIX `flock`; elsewhere no lock), so a
+    slower rebuild that started earlier never replaces a newer, more complete summary."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 class FinishWandbRun(Callback):

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 
 def path_name(path: str) -> str:
-    """The last component of `path` (a run folder's name: `0_seed=1`, `14-03-59-123456`)."""
+    """The last component of `path` (a run folder's name: `3` in a multirun, `14-03-59-123456`)."""
     return Path(str(path)).name
 
 

@@ -1,19 +1,42 @@
-"""Run results: `metrics.json` of a run, the printed results table, multirun summaries."""
+"""Run results: `metrics.json` of a run, the printed results table, multirun summaries.
+
+A multirun summary is rebuilt from the job folders alone: every job folder holds Hydra's
+`.hydra/overrides.yaml`, then `metrics.json` when the job finished or `error.txt` when it
+failed. So the summary is the same whichever launcher ran the jobs (in this process, joblib
+workers, SLURM) and whichever process rebuilds it, and it survives a sweep that stops early.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from weaksup.files import atomic_write, atomic_write_text
+
 METRICS_FILE = "metrics.json"
+ERROR_FILE = "error.txt"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MARKDOWN = "summary.md"
+JOBS_CSV = "jobs.csv"
+
+# libyaml's loader when PyYAML has it: the summary reads every job's overrides after every job.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
+UNFINISHED_ERROR = (
+    f"no {METRICS_FILE} and no {ERROR_FILE}: still running, killed, or a task without metrics"
+)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -22,10 +45,19 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def write_metrics(output_dir: Path, results: Mapping[str, Any]) -> Path:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / METRICS_FILE
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    return path
+    """`metrics.json`, written atomically; non-finite numbers become `null` (strict JSON)."""
+    text = json.dumps(_finite_or_none(results), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_text(Path(output_dir) / METRICS_FILE, text + "\n")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def print_results(
@@ -50,8 +82,9 @@ def summarize_jobs(
 ) -> list[dict[str, Any]]:
     """Mean and std of every metric over jobs that differ only in `ignore_keys` (e.g. the seed).
 
-    Each job is `(overrides, metrics)`; a row per configuration: its overrides, the job count
-    `n`, and `<metric>_mean` / `<metric>_std` (sample std; 0 for one job).
+    Each job is `(overrides, metrics)`; a row per configuration, in order of first appearance:
+    its overrides, the job count `n`, and `<metric>_mean` / `<metric>_std` (sample std; 0 for
+    one job). Non-finite values are left out of the statistics.
     """
     groups: dict[tuple[tuple[str, str], ...], list[Mapping[str, float]]] = {}
     for overrides, metrics in jobs:
@@ -69,31 +102,246 @@ def summarize_jobs(
     return rows
 
 
-def write_summary(rows: Sequence[Mapping[str, Any]], sweep_dir: Path) -> tuple[Path, Path]:
-    """`summary.csv` (all columns) and `summary.md` (mean ± std per metric) in the sweep folder."""
+# --- multirun summaries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One multirun job as its folder tells it.
+
+    `name` is the folder's name in the sweep folder (the job number); `error` is the failure's
+    first line (`ConfigError: 'optimizer.lr' must be > 0, got -0.1`) or why no result exists.
+    """
+
+    name: str
+    overrides: dict[str, str]
+    status: str
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    monitor: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What `write_sweep_summary` found and wrote."""
+
+    sweep_dir: Path
+    jobs: list[JobResult]
+    rows: list[dict[str, Any]]
+    ignore_keys: list[str]
+
+    @property
+    def failed(self) -> list[JobResult]:
+        """Jobs without results: failed, or unfinished (running, killed)."""
+        return [job for job in self.jobs if job.status != COMPLETED]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.sweep_dir / name for name in (SUMMARY_MARKDOWN, SUMMARY_CSV, JOBS_CSV)]
+
+
+def parse_override(override: str) -> tuple[str, str]:
+    """`'++trainer.max_epochs=3'` -> `('trainer.max_epochs', '3')`; a deletion `~key` -> `('key', '')`."""
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def error_line(error: BaseException) -> str:
+    """The exception's type and the first line of its message: what a summary shows.
+
+    A first line that ends with `:` announces the next one (Hydra's "Error in call to target
+    'X':" then the constructor's error), so the next line is kept with it.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    message = lines[0]
+    if message.endswith(":") and len(lines) > 1:
+        message = f"{message} {lines[1]}"
+    return f"{type(error).__name__}: {message}"
+
+
+def read_job(job_dir: Path, output_subdir: str = ".hydra") -> JobResult:
+    """The overrides, status and test metrics of the job in `job_dir`.
+
+    `error.txt` wins over `metrics.json`: a finished job removes a stale `error.txt`, a failed
+    one keeps an earlier run's `metrics.json` (nothing is deleted) but is reported as failed.
+    """
+    overrides_text = (job_dir / output_subdir / "overrides.yaml").read_text()
+    overrides_list = yaml.load(overrides_text, Loader=_YAML_LOADER)
+    overrides = dict(parse_override(str(item)) for item in overrides_list or [])
+    error_file, metrics_file = job_dir / ERROR_FILE, job_dir / METRICS_FILE
+    if error_file.is_file():
+        first_line = error_file.read_text(errors="replace").partition("\n")[0]
+        return JobResult(job_dir.name, overrides, FAILED, first_line or "failed (empty error.txt)")
+    if not metrics_file.is_file():
+        return JobResult(job_dir.name, overrides, UNFINISHED, UNFINISHED_ERROR)
+    try:
+        results = json.loads(metrics_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return JobResult(job_dir.name, overrides, FAILED, f"unreadable {METRICS_FILE}: {error}")
+    metrics = {  # null is a non-finite value (write_metrics)
+        str(name): math.nan if value is None else float(value)
+        for name, value in (results.get("test") or {}).items()
+    }
+    return JobResult(
+        job_dir.name, overrides, COMPLETED, metrics=metrics, monitor=results.get("monitor")
+    )
+
+
+def collect_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[JobResult]:
+    """Every job folder of `sweep_dir` (one holding `<output_subdir>/overrides.yaml`), by number."""
+    job_dirs = [
+        path for path in sweep_dir.iterdir() if (path / output_subdir / "overrides.yaml").is_file()
+    ]
+    return [read_job(path, output_subdir) for path in sorted(job_dirs, key=_natural_key)]
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """`2` before `10`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def write_sweep_summary(
+    sweep_dir: Path, ignore_keys: Sequence[str], output_subdir: str = ".hydra"
+) -> SweepSummary:
+    """Rebuild `summary.csv`, `summary.md` and `jobs.csv` of `sweep_dir` from its job folders.
+
+    `summary.csv`: a row per configuration (jobs that differ only in `ignore_keys` are
+    repetitions): its overrides, `n`, `<metric>_mean` and `<metric>_std` of every test metric
+    over the finished jobs. `jobs.csv`: a row per job: `job` (its folder), `status`
+    (completed, failed, unfinished), `error`, its overrides and test metrics. `summary.md`: the
+    table of `summary.csv` with the overrides that vary, then the failed jobs with their errors.
+    """
+    jobs = collect_jobs(sweep_dir, output_subdir)
+    if not jobs:
+        return SweepSummary(sweep_dir, [], [], list(ignore_keys))
+    finished = [(job.overrides, job.metrics) for job in jobs if job.status == COMPLETED]
+    summary = SweepSummary(
+        sweep_dir, jobs, summarize_jobs(finished, ignore_keys), list(ignore_keys)
+    )
+    _write_csv(sweep_dir / SUMMARY_CSV, summary.rows)
+    _write_csv(sweep_dir / JOBS_CSV, [_job_row(job) for job in jobs])
+    atomic_write_text(sweep_dir / SUMMARY_MARKDOWN, summary_markdown(summary))
+    return summary
+
+
+def _job_row(job: JobResult) -> dict[str, Any]:
+    return {
+        "job": job.name,
+        "status": job.status,
+        "error": job.error,
+        **job.overrides,
+        **job.metrics,
+    }
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    csv_path = sweep_dir / "summary.csv"
-    with csv_path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    config_columns = [c for c in columns if c != "n" and not c.endswith(("_mean", "_std"))]
-    if len(rows) > 1:  # the table shows what varies; summary.csv keeps every column
-        config_columns = [c for c in config_columns if len({str(row.get(c)) for row in rows}) > 1]
-    metric_names = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
+
+
+def varying_keys(jobs: Sequence[JobResult]) -> list[str]:
+    """Override keys whose value is not the same in every job (set in some jobs only counts)."""
+    keys = _override_keys(jobs)
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+
+
+def _override_keys(jobs: Sequence[JobResult]) -> list[str]:
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.overrides if k not in keys]
+    return keys
+
+
+def monitored_test_metric(monitor: str) -> str:
+    """The test counterpart of a monitored metric: `val/acc` -> `test/acc`,
+    `train/loss_epoch` -> `test/loss` (stage prefix replaced, Lightning's `_epoch`/`_step` dropped)."""
+    name = monitor.split("/", 1)[-1]
+    return "test/" + re.sub(r"_(epoch|step)$", "", name)
+
+
+def format_mean_std(row: Mapping[str, Any], metric: str) -> str:
+    """`0.8123 ± 0.0100` over several jobs; the plain value for one job (n=1); empty if missing."""
+    if f"{metric}_mean" not in row:
+        return ""
+    if row["n"] == 1:
+        return f"{row[f'{metric}_mean']:.4f}"
+    return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}"
+
+
+def summary_markdown(summary: SweepSummary) -> str:
+    """`summary.md`: every test metric per configuration, shared overrides, failed jobs."""
+    lines = _summary_table(summary, _metric_names(summary.rows))
+    shared = [k for k in _override_keys(summary.jobs) if k not in varying_keys(summary.jobs)]
+    if shared and summary.jobs:
+        first = summary.jobs[0].overrides
+        lines += ["", "Overrides of every job: " + " ".join(f"`{k}={first[k]}`" for k in shared)]
+    repetitions = ", ".join(f"`{k}`" for k in summary.ignore_keys) or "nothing"
+    lines += ["", f"Mean ± std over the jobs that differ only in {repetitions}; n=1: the value."]
+    if summary.failed:
+        lines += ["", "## Failed jobs", "", *_failed_table(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_report(summary: SweepSummary) -> str:
+    """The terminal summary: the overrides that vary and the monitored metric's test value
+    (see `monitored_test_metric`; every metric when no job names a monitor, as in
+    `weaksup-eval`), then the failed jobs and the files that hold everything."""
+    monitors = [job.monitor for job in summary.jobs if job.monitor]
+    candidates = dict.fromkeys(monitored_test_metric(m) for m in monitors)
+    metrics = [m for m in candidates if any(f"{m}_mean" in row for row in summary.rows)]
+    if not monitors:
+        metrics = _metric_names(summary.rows)
+    finished = len(summary.jobs) - len(summary.failed)
+    repetitions = ", ".join(summary.ignore_keys) or "nothing"
     lines = [
-        "| " + " | ".join([*config_columns, "n", *metric_names]) + " |",
-        "|" + "---|" * (len(config_columns) + 1 + len(metric_names)),
+        f"multirun summary: {finished} of {len(summary.jobs)} jobs finished; the test value of"
+        f" monitor.metric, mean ± std over {repetitions}"
     ]
-    for row in rows:
-        cells = [str(row.get(c, "")) for c in config_columns] + [str(row["n"])]
-        cells += [
-            f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" if f"{m}_mean" in row else ""
-            for m in metric_names
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    markdown_path = sweep_dir / "summary.md"
-    markdown_path.write_text("\n".join(lines) + "\n")
-    return csv_path, markdown_path
+    if summary.rows:
+        lines += _summary_table(summary, metrics)
+    if summary.failed:
+        lines += ["failed jobs:", *_failed_table(summary)]
+    lines.append("all metrics and jobs: " + ", ".join(str(path) for path in summary.paths))
+    return "\n".join(lines)
+
+
+def _metric_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics of `summarize_jobs` rows, in order of first appearance."""
+    columns = dict.fromkeys(column for row in rows for column in row)
+    return [column.removesuffix("_mean") for column in columns if column.endswith("_mean")]
+
+
+def _summary_table(summary: SweepSummary, metrics: Sequence[str]) -> list[str]:
+    columns = [k for k in varying_keys(summary.jobs) if k not in summary.ignore_keys]
+    body = [
+        [str(row.get(c, "")) for c in columns]
+        + [str(row["n"])]
+        + [format_mean_std(row, m) for m in metrics]
+        for row in summary.rows
+    ]
+    return markdown_table([*columns, "n", *metrics], body)
+
+
+def _failed_table(summary: SweepSummary) -> list[str]:
+    columns = varying_keys(summary.jobs)
+    body = [
+        [job.name, *(job.overrides.get(c, "") for c in columns), job.error]
+        for job in summary.failed
+    ]
+    return markdown_table(["job", *columns, "error"], body)
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table; `|` in a cell is escaped so that it stays one cell."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *(line(cells) for cells in body)]
