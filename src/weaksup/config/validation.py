@@ -8,6 +8,7 @@ classes validate their values in `__init__` with messages that name the config k
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import types
 import typing
@@ -50,10 +51,56 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# NumPy seeds (hence Lightning's `seed_everything` and our samplers) are unsigned 32-bit integers.
+SEED_LIMIT = 2**32
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Check every `_target_` node of `cfg`; raise `ConfigError` naming the first bad key."""
+    """Check the run's `seed` and every `_target_` node of `cfg`; raise `ConfigError` naming the first bad key."""
+    _validate_seed(cfg)
     for path, node in _target_nodes(cfg, ""):
         _validate_target_node(node, path)
+
+
+def _validate_seed(cfg: DictConfig) -> None:
+    """The top-level `seed` first: the data nodes interpolate it and would report it as theirs."""
+    if "_target_" in cfg or "seed" not in cfg:
+        return
+    try:
+        seed = cfg.seed
+    except InterpolationResolutionError:
+        return  # checked when it resolves
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT):
+        raise ConfigError(f"'seed' must be an integer from 0 to {SEED_LIMIT - 1}, got {seed!r}")
+
+
+def unknown_key_error(node: DictConfig, path: str, key: str) -> ConfigError:
+    """The error for `key` set in the config node at `path`: close matches first, then every allowed key.
+
+    A `_target_` node allows its constructor's arguments; any other node the keys it holds.
+    """
+    full_key = f"{path}.{key}" if path else key
+    if "_target_" in node:
+        target = str(node._get_node("_target_")._value())
+        allowed, takes_any_keyword = _constructor_keys(target)
+        if key in allowed:  # only Hydra refuses it: the option file does not set this argument
+            return ConfigError(
+                f"'{full_key}' is an argument of {target} that {path or 'the config'} does not "
+                f"set; add it with a leading +: +{full_key}=..."
+            )
+        message = f"unknown key '{full_key}' for {target} ({path or '<root>'})"
+    else:
+        allowed, takes_any_keyword = [str(name) for name in node], True
+        message = f"unknown key '{full_key}' in {path or 'the top-level config'}"
+    close_matches = difflib.get_close_matches(key, allowed, n=3, cutoff=0.75)
+    if close_matches:
+        return ConfigError(
+            f"{message}; did you mean {_join_or(close_matches)}? Allowed keys: {', '.join(allowed)}"
+        )
+    message += f"; allowed keys: {', '.join(allowed)}"
+    if takes_any_keyword:  # a new entry may be intended (a callback, a logger): say how
+        message += f"; to add a new key, use +{full_key}=..."
+    return ConfigError(message)
 
 
 def _target_nodes(node: Any, path: str) -> Iterable[tuple[str, DictConfig]]:
@@ -69,6 +116,17 @@ def _target_nodes(node: Any, path: str) -> Iterable[tuple[str, DictConfig]]:
     elif isinstance(node, ListConfig):
         for index, child in enumerate(node._iter_ex(resolve=False)):
             yield from _target_nodes(child, f"{path}[{index}]")
+
+
+def _join_or(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _constructor_keys(target: str) -> tuple[list[str], bool]:
+    """The keyword arguments `target` accepts by name, and whether it takes any keyword (`**kwargs`)."""
+    parameters = _signature_of(target)[0].parameters.values()
+    named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 @cache
@@ -88,22 +146,15 @@ def _signature_of(target: str) -> tuple[inspect.Signature, dict[str, Any]]:
 
 def _validate_target_node(node: DictConfig, path: str) -> None:
     target = node._get_node("_target_")._value()
-    where = path or "<root>"
-    signature, hints = _signature_of(str(target))
-    parameters = signature.parameters
-    takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    allowed = [
-        name for name, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    _, hints = _signature_of(str(target))
+    allowed, takes_any_keyword = _constructor_keys(str(target))
     for key in node:
         key = str(key)
         if key in HYDRA_KEYS:
             continue
         full_key = f"{path}.{key}" if path else key
-        if key not in parameters and not takes_any_keyword:
-            raise ConfigError(
-                f"unknown key '{full_key}' for {target} ({where}); allowed keys: {', '.join(allowed)}"
-            )
+        if key not in allowed and not takes_any_keyword:
+            raise unknown_key_error(node, path, key)
         try:
             value = node[key]
         except InterpolationResolutionError:
@@ -117,7 +168,7 @@ def _validate_target_node(node: DictConfig, path: str) -> None:
         )
         if key in hints and not _matches(plain, hints[key]):
             raise ConfigError(
-                f"'{full_key}' = {plain!r} has the wrong type for {target}: expected {_type_name(hints[key])}"
+                f"'{full_key}' = {plain!r} has the wrong type for {target}: expected {_expected(hints[key])}"
             )
         if key in VALUE_RULES and isinstance(plain, int | float) and not isinstance(plain, bool):
             rule, description = VALUE_RULES[key]
@@ -125,7 +176,42 @@ def _validate_target_node(node: DictConfig, path: str) -> None:
                 raise ConfigError(f"'{full_key}' must be {description}, got {plain}")
 
 
+def _expected(annotation: Any) -> str:
+    """What a value of `annotation` may be, in words: `int or None`, `one of 64, 32, '16-mixed' or None`."""
+    members = _union_members(annotation)
+    choices = [
+        repr(choice)
+        for member in members
+        if typing.get_origin(member) is typing.Literal
+        for choice in typing.get_args(member)
+    ]
+    others = [_type_name(m) for m in members if typing.get_origin(m) is not typing.Literal]
+    return _join_or(([f"one of {', '.join(choices)}"] if choices else []) + others)
+
+
+def _union_members(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for member in typing.get_args(annotation) for m in _union_members(member)]
+    return [annotation]
+
+
 def _type_name(annotation: Any) -> str:
+    """A short name: `None`, `int`, `list[int]`, `Iterable[Logger]` (no module paths)."""
+    if annotation is type(None) or annotation is None:
+        return "None"
+    if annotation is Ellipsis:
+        return "..."
+    if isinstance(annotation, list):  # the argument types of a Callable[[...], ...]
+        return f"[{', '.join(map(_type_name, annotation))}]"
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(map(repr, arguments))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(map(_type_name, arguments))
+    if origin is not None and arguments:
+        origin_name = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        return f"{origin_name}[{', '.join(_type_name(argument) for argument in arguments)}]"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
