@@ -7,12 +7,14 @@ the classifier's output on a pooled embedding) and int bag labels `[B]`. The bag
 * `BagBCELoss`: Bernoulli negative log-likelihood `-[Y log θ + (1 - Y) log(1 - θ)]`
   (Ilse et al. 2018, Sec. 2.1 / their `calculate_objective`, which clamps θ to [1e-5, 1 - 1e-5];
   here computed from the logit with `binary_cross_entropy_with_logits`, no clamp needed).
-* `BagSquaredLoss`: the seed thread's `(pool(o) - E(b))²` with `pool(o) = θ`
-  (/work/shared/seeds/mil-per-batch-loss.txt).
-* `BagLogLoss`: the seed thread's `E(b) · log(pool(o))`, written as a loss to minimise,
-  `-Y log θ = -Y logsigmoid(logit)` (stable). As in the seed, negative bags add nothing: it only
-  pushes positive bags up, so it needs a pooling or data where that is enough; compare with
-  `BagBCELoss`, which adds the missing `-(1 - Y) log(1 - θ)` term.
+* `BagSquaredLoss`: `(pool(o) - E(b))²` with `pool(o) = θ`, the first loss proposed in the
+  PyTorch Forums question "Per-batch loss for semi-supervised learning", which asks for a loss
+  on labels known only per bag
+  (https://discuss.pytorch.org/t/per-batch-loss-for-semi-supervised-learning/71140).
+* `BagLogLoss`: that question's second loss, `E(b) · log(pool(o))`, written as a loss to
+  minimise, `-Y log θ = -Y logsigmoid(logit)` (stable). As in the question, negative bags add
+  nothing: it only pushes positive bags up, so it needs a pooling or data where that is enough;
+  compare with `BagBCELoss`, which adds the missing `-(1 - Y) log(1 - θ)` term.
 * `BagHingeLoss`: the binary hinge `max(0, m - y·s)` on the bag score `s` (the logit), `y = ±1`
   (Cortes & Vapnik 1995), with the hand-written gradient of `weaksup.losses.hinge`.
 """
@@ -74,14 +76,14 @@ class BagBCELoss(BagLoss):
 
 
 class BagSquaredLoss(BagLoss):
-    """The seed's `(pool(o) - E(b))²` with `pool(o) = σ(bag logit)`, the bag probability."""
+    """The forum question's `(pool(o) - E(b))²`, `pool(o) = σ(bag logit)` the bag probability."""
 
     def bag_loss(self, bag_logits: Tensor, bag_labels: Tensor) -> Tensor:
         return (torch.sigmoid(bag_logits) - bag_labels.to(bag_logits.dtype)).square().mean()
 
 
 class BagLogLoss(BagLoss):
-    """The seed's `E(b) · log(pool(o))` as a loss: `-Y · logsigmoid(bag logit)`, stable."""
+    """The forum question's `E(b) · log(pool(o))` as a stable loss: `-Y · logsigmoid(logit)`."""
 
     def bag_loss(self, bag_logits: Tensor, bag_labels: Tensor) -> Tensor:
         return -(bag_labels.to(bag_logits.dtype) * F.logsigmoid(bag_logits)).mean()

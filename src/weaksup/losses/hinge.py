@@ -5,9 +5,9 @@ with the slack variables written as hinge terms), for scores `p` and labels `y` 
 
     L = 1/N Σ_n max(0, m - y_n p_n),     dL/dp_n = -y_n / N  if y_n p_n < m  else 0.
 
-The gradient is the one given in the final answer of the seed thread
-(/work/shared/seeds/hinge-gradient.txt: `np.where(p * y < 1, -y / N, 0)`, with m = 1). At the
-kink `y p = m` the subgradient 0 is used (strict `<`, as in the seed).
+The gradient is the one in the answer (by the asker) to the Stack Overflow question "Hinge loss
+function gradient w.r.t. input prediction" (November 2018): `np.where(p * y < 1, -y / N, 0)`,
+with m = 1. At the kink `y p = m` the subgradient 0 is used (strict `<`, as in that answer).
 
 Multiclass, for scores `s` `[N, C]` and class indices `y` `[N]`:
 
@@ -43,8 +43,9 @@ HINGE_FORMS = ("weston_watkins", "crammer_singer")
 class BinaryHingeFunction(torch.autograd.Function):
     """`mean(max(0, margin - y * p))` for scores `p` `[N]` and signed targets `y` `[N]` in {-1, +1}.
 
-    Backward (seed thread's answer, Cortes & Vapnik 1995 hinge): `dL/dp = -y/N` where
-    `y * p < margin`, else 0, times `grad_output`. The targets get no gradient.
+    Backward (the Stack Overflow answer cited in the module docstring; Cortes & Vapnik 1995
+    hinge): `dL/dp = -y/N` where `y * p < margin`, else 0, times `grad_output`. The targets get
+    no gradient.
     """
 
     @staticmethod

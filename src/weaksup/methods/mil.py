@@ -1,10 +1,12 @@
 """Multiple-instance learning from bag labels, with instance-level inference.
 
-The seed question (/work/shared/seeds/mil-per-batch-loss.txt): labels are known only per bag
-("at least one high output" in a positive bag, none in a negative one), yet at inference single
-instances must get their own output. Anchor: Ilse, Tomczak & Welling 2018, "Attention-based Deep
-Multiple Instance Learning": instance network -> permutation-invariant pooling (`pooling=` group)
--> bag classifier, trained with a bag loss (`loss=bag_*`).
+The problem, as asked in the PyTorch Forums question "Per-batch loss for semi-supervised
+learning" (https://discuss.pytorch.org/t/per-batch-loss-for-semi-supervised-learning/71140):
+labels are known only per bag ("at least one high output" in a positive bag, none in a negative
+one), yet at inference single instances must get their own output. Anchor: Ilse, Tomczak &
+Welling 2018, "Attention-based Deep Multiple Instance Learning" (ICML, arXiv 1802.04712):
+instance network -> permutation-invariant pooling (`pooling=` group) -> bag classifier, trained
+with a bag loss (`loss=bag_*`).
 
 A single instance is scored as a bag of one: every pooling of `weaksup.losses.pooling` maps a
 bag of one to that instance's own value, so the score of an instance is the bag classifier on
