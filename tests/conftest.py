@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,39 @@ def compose_train(tmp_path: Path) -> ComposeFn:
         )
 
     return _compose
+
+
+class EntryPointResult:
+    """What a console entry point did: its exit code (0 when it returned), output and return value."""
+
+    def __init__(self, code: int, out: str, err: str, value: object = None) -> None:
+        self.code, self.out, self.err, self.value = code, out, err, value
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def run_entry_point(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., EntryPointResult]:
+    """Run `main` of `weaksup.train|eval|predict` in-process with the given command line.
+
+    An exception that escapes `main` (the entry point re-raising) counts as exit code 1,
+    with its message appended to the captured stderr.
+    """
+
+    def _run(main: Callable[[], object], *arguments: str) -> EntryPointResult:
+        monkeypatch.setattr(sys, "argv", ["weaksup", *arguments])
+        code, value, escaped = 0, None, ""
+        try:
+            value = main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except Exception as error:  # reported as a console script would report it
+            code, escaped = 1, f"{type(error).__name__}: {error}\n"
+        captured = capsys.readouterr()
+        return EntryPointResult(code, captured.out, captured.err + escaped, value)
+
+    return _run

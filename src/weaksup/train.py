@@ -13,48 +13,70 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
-import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+import weaksup.quiet  # noqa: F401  (drops third-party chatter; before any Trainer)
 from weaksup.build import (
     build_datamodule,
     build_method,
     build_trainer,
+    cfg_without_hydra,
     check_compatibility,
     instantiate_named,
 )
+from weaksup.checkpoints import read_checkpoint
+from weaksup.cli import hydra_entry_point
 from weaksup.config.validation import ConfigError, validate_config
+from weaksup.files import atomic_write_text
 from weaksup.results import print_results, scalar_metrics, write_metrics
-from weaksup.run_logging import start_wandb_runs
+from weaksup.resume import (
+    LAST_CHECKPOINT,
+    ConfigChange,
+    check_resumed_config,
+    find_resume_checkpoint,
+    stored_config,
+)
+from weaksup.run_folder import remove_if_only_hydra_files, run_folder
+from weaksup.run_logging import finish_wandb_runs, start_wandb_runs
 
 log = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last.ckpt"
 RESOLVED_CONFIG = "config.yaml"
 
 
-def resolve_resume_checkpoint(cfg: DictConfig) -> str | None:
-    """`ckpt_path` when given; with `resume=auto`, `<output_dir>/checkpoints/last.ckpt` if it exists."""
-    resume = cfg.get("resume")
-    if resume not in (None, "auto"):
+def check_run_settings(cfg: DictConfig) -> None:
+    """Settings that would make a run do nothing useful, caught before anything is loaded."""
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs == 0 or (isinstance(max_epochs, int) and max_epochs < -1):
         raise ConfigError(
-            f"resume must be null or 'auto', got {resume!r} (for a file use ckpt_path=...)"
+            f"trainer.max_epochs={max_epochs} trains nothing; use an epoch count >= 1 "
+            "(or -1 with trainer.max_steps)"
         )
-    if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file")
-        return str(path)
-    if resume == "auto":
-        last = Path(cfg.paths.output_dir) / "checkpoints" / LAST_CHECKPOINT
-        if last.is_file():
-            log.info("resume=auto: continuing from %s", last)
-            return str(last)
-        log.info("resume=auto: no %s in %s, starting fresh", LAST_CHECKPOINT, last.parent)
-    return None
+    check_sweeper_objective(cfg)
+
+
+def check_sweeper_objective(cfg: DictConfig) -> None:
+    """A sweeper that optimises the run's result needs a number: stop now if there will be none."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    sweeper = str(hydra_cfg.sweeper.get("_target_", ""))
+    if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.endswith("BasicSweeper"):
+        return
+    reason = None
+    if cfg.trainer.get("fast_dev_run"):
+        reason = "trainer.fast_dev_run runs no validation epoch"
+    elif not (cfg.get("callbacks") or {}).get("model_checkpoint"):
+        reason = "callbacks.model_checkpoint is switched off"
+    if reason:
+        raise ConfigError(
+            f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises the best {cfg.monitor.metric}, "
+            f"but {reason}, so no score would come back; drop that setting for sweeps"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -63,15 +85,41 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the results written to `metrics.json`: final `val` metrics, `test` metrics,
     the monitored `best_score` and the `best_checkpoint` path.
     """
-    validate_config(cfg)
-    check_compatibility(cfg)
-    resume_from = resolve_resume_checkpoint(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
     output_dir = Path(cfg.paths.output_dir)
-    _save_resolved_config(cfg, output_dir)
-    datamodule = build_datamodule(cfg)
+    try:
+        validate_config(cfg)
+        check_run_settings(cfg)
+        check_compatibility(cfg)
+        resume = find_resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
+        accepted = []
+        if resume is not None:
+            accepted = check_resumed_config(
+                stored_config(resume[1]),
+                cfg_without_hydra(cfg),
+                list(cfg.get("resume_accept") or []),
+                resume[0],
+            )
+        with run_folder(
+            output_dir, resuming=resume is not None, is_rank_zero=rank_zero_only.rank == 0
+        ):
+            return _fit_and_test(cfg, output_dir, resume[0] if resume else None, accepted)
+    except Exception:
+        _remove_folder_of_stopped_run(output_dir)
+        raise
+
+
+def _fit_and_test(
+    cfg: DictConfig, output_dir: Path, resume_from: Path | None, accepted: list[ConfigChange]
+) -> dict[str, Any]:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)  # loads and checks the data
     model = build_method(cfg, datamodule.metadata)
+    _save_resolved_config(cfg, output_dir)  # once the data and the model are known to build
+    model.resumed_optimizer_settings = {
+        change.key.split(".", 1)[1]: change.requested
+        for change in accepted
+        if change.key.startswith("optimizer.") and change.key != "optimizer._target_"
+    }
     callbacks = instantiate_named(cfg.get("callbacks"))
     loggers = instantiate_named(cfg.get("logger"))
     start_wandb_runs(loggers)  # ddp_fork/spawn: a W&B run first started in a worker stays empty
@@ -86,7 +134,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings(
             "ignore", message="You requested to overfit but enabled train dataloader shuffling"
         )
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(
+            model,
+            datamodule=datamodule,
+            ckpt_path=None if resume_from is None else str(resume_from),
+            weights_only=True,
+        )
     val_metrics = {
         k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")
     }
@@ -96,7 +149,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(
-            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
+            model,
+            datamodule=datamodule,
+            ckpt_path=best_path or None,
+            verbose=False,
+            weights_only=True,
         )
         test_metrics = scalar_metrics(results[0]) if results else {}
 
@@ -106,21 +163,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": cfg.monitor.metric,
         **progress,
     }
+    finish_wandb_runs(loggers)  # W&B's footer now, above the results and the output folder
     _report(results, output_dir)
     return results
 
 
+def _remove_folder_of_stopped_run(output_dir: Path) -> None:
+    """A single run stopped before it wrote anything leaves no folder with only Hydra's files."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return  # a multirun job's folder records its failure; outside Hydra nothing was made
+    if rank_zero_only.rank == 0 and remove_if_only_hydra_files(output_dir):
+        log.debug("removed %s: the run stopped before writing anything", output_dir)
+
+
 @rank_zero_only
 def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
+    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
     """Best checkpoint and score, epochs and steps done.
 
     With spawned DDP workers (`trainer=ddp_cpu`) the loops ran in other processes and this
-    trainer only knows the best path, so the rest is read back from the checkpoints.
+    trainer only knows the best path, so the rest is read back from the checkpoints
+    (`last.ckpt` is written at the end of every epoch, so it holds the final counts).
     """
     checkpoint = trainer.checkpoint_callback
     best_path = (checkpoint.best_model_path if checkpoint is not None else "") or None
@@ -134,14 +200,12 @@ def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
     }
     if trainer.global_step == 0 and best_path is not None:
         last_path = Path(best_path).parent / LAST_CHECKPOINT
-        last = torch.load(
-            last_path if last_path.is_file() else best_path, map_location="cpu", weights_only=True
-        )
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        last = read_checkpoint(last_path if last_path.is_file() else best_path)
+        best = read_checkpoint(best_path)
         states = [
             state
             for name, state in best.get("callbacks", {}).items()
-            if name.startswith("ModelCheckpoint")
+            if name.startswith("ModelCheckpoint") and state.get("monitor") is not None
         ]
         score = states[0].get("best_model_score") if states else None
         progress.update(
@@ -158,16 +222,20 @@ def _report(results: dict[str, Any], output_dir: Path) -> None:
     print_results(results, output_dir)
 
 
-# Lightning 2.6 + torch 2.13 warn on every fit about a pytree API Lightning still uses; not ours to fix.
-warnings.filterwarnings(
-    "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
-)
+def sweep_objective(cfg: DictConfig) -> float | None:
+    """Train, and return the monitored best score (the objective of sweepers).
+
+    Without a best score (no checkpointing callback) the final value of the monitored
+    validation metric stands in; a sweeper that needs a number and cannot get one is stopped
+    at start by `check_sweeper_objective`.
+    """
+    results = train(cfg)
+    if results["best_score"] is not None:
+        return results["best_score"]
+    return results["val"].get(cfg.monitor.metric)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://weaksup.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Console entry point; returns the monitored best score (the objective of sweepers)."""
-    return train(cfg)["best_score"]
+main = hydra_entry_point("train", sweep_objective)
 
 
 if __name__ == "__main__":

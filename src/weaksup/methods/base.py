@@ -7,7 +7,6 @@ the batch kind it consumes (`consumes`), and builds itself from the composed con
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -18,12 +17,13 @@ from torch import Tensor
 
 from weaksup.data.batches import Batch
 from weaksup.data.datamodules import DataMetadata
+from weaksup.methods.nonfinite import NonFiniteWatch, describe, first_non_finite_tensor
 
 CHECKPOINT_KEY = "weaksup"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite; training stops before anything else is saved."""
+    """A loss term or a weight became NaN or infinite; training stops before anything else is saved."""
 
 
 def plain_config(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any] | None:
@@ -70,6 +70,10 @@ class WeakSupMethod(pl.LightningModule):
         self.data_metadata: DataMetadata | None = None
         # Running (sum, count) of each training loss term over the current epoch.
         self._train_term_sums: dict[str, tuple[Tensor | float, int]] = {}
+        self._non_finite = {stage: NonFiniteWatch() for stage in ("train", "val", "test")}
+        # Optimizer settings a resumed run accepted as changed (`resume_accept`): applied to the
+        # restored optimizer state, which would otherwise keep the stored values.
+        self.resumed_optimizer_settings: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> WeakSupMethod:
@@ -94,17 +98,29 @@ class WeakSupMethod(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
 
+    def on_train_start(self) -> None:
+        if not self.resumed_optimizer_settings:
+            return
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                for key, value in self.resumed_optimizer_settings.items():
+                    if key in group:
+                        group[key] = tuple(value) if isinstance(value, list) else value
+                        if key == "lr" and "initial_lr" in group:
+                            group["initial_lr"] = value
+
     def log_loss_terms(self, stage: str, terms: Mapping[str, Tensor], batch_size: int) -> None:
-        """Log each named loss term; stop on a non-finite one.
+        """Log each named loss term and watch it for NaN/Inf.
 
         Training terms become `train/{name}_step` (on the steps the loggers write) and
         `train/{name}_epoch` (the example-weighted epoch mean); other stages log
-        `{stage}/{name}` per epoch, synchronised over DDP ranks. Checked before the optimizer
-        step, so no NaN weights are ever checkpointed.
+        `{stage}/{name}` per epoch, synchronised over DDP ranks. Non-finite values are recorded
+        on the device (`NonFiniteWatch`) and read on logging steps, at epoch ends and before
+        every checkpoint, so no checkpoint ever holds what followed a NaN.
         """
         for name, value in terms.items():
             if self.check_finite_loss:
-                self._stop_if_not_finite(stage, name, value)
+                self._non_finite[stage].record(name, value, self.global_step)
             if stage == "train":
                 self._log_train_term(name, value, batch_size)
             else:
@@ -118,14 +134,22 @@ class WeakSupMethod(pl.LightningModule):
                     sync_dist=True,
                 )
 
-    def _stop_if_not_finite(self, stage: str, name: str, value: Tensor) -> None:
-        number = float(value.detach())
-        if not math.isfinite(number):
-            raise NonFiniteLossError(
-                f"{stage} loss term '{name}' is {number} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); training stopped, no checkpoint written. "
+    def stop_if_not_finite(self, stage: str) -> None:
+        """Raise `NonFiniteLossError` when a `stage` loss term has been NaN/Inf (one device read)."""
+        first = self._non_finite[stage].first()
+        if first is None:
+            return
+        where = f"at global step {first.step} (epoch {self.current_epoch})"
+        if stage == "train":
+            consequence = (
+                "training stopped; checkpoints written before that step are kept, none after. "
                 "Try a lower optimizer.lr, trainer.gradient_clip_val, or check the inputs."
             )
+        else:
+            consequence = "the weights give non-finite losses on this data; check the inputs."
+        raise NonFiniteLossError(
+            f"{stage} loss term '{first.term}' is {describe(first.value)} {where}; {consequence}"
+        )
 
     def _log_train_term(self, name: str, value: Tensor, batch_size: int) -> None:
         # `self.log(on_step=True, on_epoch=True)` costs ~1.5 ms per call on a CPU (a torchmetrics
@@ -133,7 +157,7 @@ class WeakSupMethod(pl.LightningModule):
         # gives the epoch mean, and the step value is logged only when the loggers write it.
         total, count = self._train_term_sums.get(name, (0.0, 0))
         self._train_term_sums[name] = (total + value.detach() * batch_size, count + batch_size)
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        if self._loggers_write_this_step():
             self.log(
                 f"train/{name}_step",
                 value,
@@ -143,14 +167,58 @@ class WeakSupMethod(pl.LightningModule):
                 on_epoch=False,
             )
 
+    def _loggers_write_this_step(self) -> bool:
+        """Whether Lightning writes step metrics after this training batch.
+
+        The same test the Trainer applies (`(batches_that_stepped + 1) % log_every_n_steps`),
+        so a `train/*_step` value is always the value of the step it is written at.
+        """
+        trainer = self.trainer
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.check_finite_loss and self._loggers_write_this_step():
+            self.stop_if_not_finite("train")
+
     def on_train_epoch_end(self) -> None:
+        if self.check_finite_loss:
+            self.stop_if_not_finite("train")
         for name, (total, count) in self._train_term_sums.items():
             self.log(
                 f"train/{name}_epoch", total / count, on_step=False, on_epoch=True, sync_dist=True
             )
         self._train_term_sums.clear()
 
+    def on_validation_end(self) -> None:
+        self._stop_after_evaluation("val")
+
+    def on_test_end(self) -> None:
+        self._stop_after_evaluation("test")
+
+    def _stop_after_evaluation(self, stage: str) -> None:
+        watch = self._non_finite[stage]
+        try:
+            if self.check_finite_loss:
+                self.stop_if_not_finite(stage)
+        finally:
+            watch.clear()  # each evaluation pass is judged on its own
+
+    def _check_before_saving(self, checkpoint: dict[str, Any]) -> None:
+        """No checkpoint holds weights that followed a non-finite loss, or are non-finite."""
+        if not self.check_finite_loss:
+            return
+        self.stop_if_not_finite("train")
+        self.stop_if_not_finite("val")
+        bad_tensor = first_non_finite_tensor(checkpoint.get("state_dict", {}))
+        if bad_tensor is not None:
+            raise NonFiniteLossError(
+                f"weight '{bad_tensor}' holds NaN/Inf at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); no checkpoint written for this step. Try a lower "
+                "optimizer.lr or trainer.gradient_clip_val."
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_before_saving(checkpoint)
         checkpoint[CHECKPOINT_KEY] = {
             "config": self.run_config,
             "data": None if self.data_metadata is None else self.data_metadata.to_dict(),

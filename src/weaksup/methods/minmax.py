@@ -243,6 +243,7 @@ class PartialTagMethod(WeakSupMethod):
 
     def on_test_end(self) -> None:
         """Save the decision-region panels of the test split when the inputs are 2-D points."""
+        super().on_test_end()
         datamodule = getattr(self.trainer, "datamodule", None)
         splits = getattr(datamodule, "splits", None)
         if not (
