@@ -362,3 +362,25 @@ def test_read_checkpoint_names_a_corrupt_file(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(CheckpointError, match=rf"checkpoint {path} cannot be read"):
         read_checkpoint(path)
+
+
+def test_each_method_brings_its_own_default_loss(tmp_path: Path, run_entry_point) -> None:
+    """`method=mil data=mnist_bags` runs without `loss=` (MIL defaults to bag_bce, not ce)."""
+    run_dir = tmp_path / "mil"
+    result = run_entry_point(
+        main,
+        *_args(
+            run_dir,
+            "method=mil",
+            "data=mnist_bags",
+            "backbone=lenet",
+            "trainer.max_epochs=1",
+            "data.source.num_train_bags=16",
+            "data.source.num_val_bags=16",
+            "data.source.num_test_bags=16",
+        ),
+    )
+    assert result.code == 0, result.err
+    config = (run_dir / "config.yaml").read_text()
+    assert "_target_: weaksup.losses.bag.BagBCELoss" in config
+    assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["test"]["test/auc"] <= 1.0

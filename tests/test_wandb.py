@@ -138,13 +138,13 @@ def test_multirun_jobs_get_their_own_runs_in_one_group(
     assert wandb.run is None, "FinishWandbRun closes every job's run"
 
     job_dirs = sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
-    assert [path.name.split("_")[0] for path in job_dirs] == ["0", "1"]
+    assert [path.name for path in job_dirs] == ["0", "1"]
     runs: list[RunLog] = []
     for job_dir in job_dirs:
         [log_file] = _run_logs(job_dir)
         runs.append(read_finished_run(log_file))
     assert len({run.run_id for run in runs}) == 2
-    assert [run.name for run in runs] == [path.name for path in job_dirs]
+    assert [run.name for run in runs] == ["my_sweep/0", "my_sweep/1"]
     assert [run.group for run in runs] == ["my_sweep", "my_sweep"]
     assert [run.config["seed"] for run in runs] == [1, 2]
     assert [run.exit_code for run in runs] == [0, 0]

@@ -24,6 +24,7 @@ from weaksup.config.trust import check_stored_config
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import CHECKPOINT_KEY
+from weaksup.progress import progress_bar
 from weaksup.results import print_results, scalar_metrics, write_metrics
 from weaksup.run_logging import start_wandb_runs
 
@@ -126,7 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model.load_state_dict(weights)
     loggers = instantiate_named(cfg.get("logger"))
     start_wandb_runs(loggers)
-    trainer = build_trainer(cfg, [], loggers)
+    trainer = build_trainer(cfg, [progress_bar()], loggers)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     output = {
         "test": scalar_metrics(results[0]) if results else {},

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -51,3 +51,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as stream:
         stream.write(text)
     return Path(path)
+
+
+def atomic_save_figure(figure: Any, path: str | Path, **savefig_arguments: Any) -> Path:
+    """`figure.savefig` to `path` atomically (the format comes from the file's suffix)."""
+    path = Path(path)
+    with atomic_write(path, "wb") as stream:
+        figure.savefig(stream, format=path.suffix.lstrip(".") or "png", **savefig_arguments)
+    return path

@@ -37,7 +37,9 @@ from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.bags import BagBatch, BagBatchDataset
 from weaksup.data.datamodules import keep_prebatched
 from weaksup.eval import load_checkpoint, required_checkpoint
+from weaksup.files import atomic_write
 from weaksup.methods.mil import MILClassifier
+from weaksup.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,12 @@ def write_predictions(
     output_dir: Path, predictions: dict[str, Tensor | None], with_labels: bool
 ) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v for k, v in predictions.items() if v is not None}, output_dir / TENSOR_FILE)
+    with atomic_write(output_dir / TENSOR_FILE, "wb") as stream:
+        torch.save({k: v for k, v in predictions.items() if v is not None}, stream)
     offsets = predictions["bag_offsets"]
     sizes = (offsets[1:] - offsets[:-1]).tolist()
     bag_labels = predictions["bag_labels"] if with_labels else None
-    with open(output_dir / BAG_FILE, "w", newline="") as stream:
+    with atomic_write(output_dir / BAG_FILE, newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(
             ["bag", "size", "bag_score"] + (["bag_label"] if bag_labels is not None else [])
@@ -108,7 +111,7 @@ def write_predictions(
         torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)
     )
     position = torch.arange(int(offsets[-1])) - offsets[:-1][bag_of]
-    with open(output_dir / INSTANCE_FILE, "w", newline="") as stream:
+    with atomic_write(output_dir / INSTANCE_FILE, newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(
             ["bag", "instance", "instance_score", "attention"]
@@ -146,7 +149,7 @@ def predict(cfg: DictConfig) -> dict[str, Tensor | None]:
     loader = DataLoader(
         BagBatchDataset(bags), batch_size=cfg.batch_size, collate_fn=keep_prebatched, shuffle=False
     )
-    trainer = build_trainer(cfg, [], [])
+    trainer = build_trainer(cfg, [progress_bar()], [])
     parts = trainer.predict(model, dataloaders=loader)
     predictions = concatenate_predictions(parts)
     output_dir = Path(cfg.paths.output_dir)

@@ -1,6 +1,6 @@
 """OmegaConf resolvers used by the shipped configs; importing this module registers them.
 
-name: ${weaksup.path_name:${paths.output_dir}}   # the run folder's name
+name: ${weaksup.run_name:${paths.output_dir}}    # the run folder's name (<sweep>/<job> in a multirun)
 group: ${weaksup.sweep_name:}                    # the sweep folder's name in a multirun, else null
 """
 
@@ -20,6 +20,15 @@ def path_name(path: str) -> str:
     return Path(str(path)).name
 
 
+def run_name(path: str) -> str:
+    """A run's display name: its folder's name, `<sweep folder>/<job>` for a multirun job.
+
+    Multirun job folders are bare job numbers (`3`), which say little on their own in W&B.
+    """
+    sweep = sweep_name()
+    return f"{sweep}/{path_name(path)}" if sweep else path_name(path)
+
+
 def sweep_name() -> str | None:
     """The name of the multirun sweep folder inside a multirun job; `None` in a single run.
 
@@ -35,6 +44,7 @@ def sweep_name() -> str | None:
 
 RESOLVERS: dict[str, Callable[..., Any]] = {
     "weaksup.path_name": path_name,
+    "weaksup.run_name": run_name,
     "weaksup.sweep_name": sweep_name,
 }
 

@@ -67,15 +67,18 @@ def check_sweeper_objective(cfg: DictConfig) -> None:
     sweeper = str(hydra_cfg.sweeper.get("_target_", ""))
     if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.endswith("BasicSweeper"):
         return
-    reason = None
-    if cfg.trainer.get("fast_dev_run"):
-        reason = "trainer.fast_dev_run runs no validation epoch"
-    elif not (cfg.get("callbacks") or {}).get("model_checkpoint"):
-        reason = "callbacks.model_checkpoint is switched off"
-    if reason:
+    monitor = str(cfg.monitor.metric)
+    every, epochs = cfg.trainer.get("check_val_every_n_epoch"), cfg.trainer.get("max_epochs")
+    if cfg.trainer.get("limit_val_batches") == 0:
+        reason = "trainer.limit_val_batches=0 runs no validation"
+    elif isinstance(every, int) and isinstance(epochs, int) and 0 < epochs < every:
+        reason = f"trainer.check_val_every_n_epoch={every} > trainer.max_epochs={epochs}"
+    else:
+        return
+    if monitor.startswith("val/"):
         raise ConfigError(
-            f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises the best {cfg.monitor.metric}, "
-            f"but {reason}, so no score would come back; drop that setting for sweeps"
+            f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises {monitor}, but {reason}, so "
+            "no score would come back; let validation run, or monitor a train/ metric"
         )
 
 
@@ -140,9 +143,8 @@ def _fit_and_test(
             ckpt_path=None if resume_from is None else str(resume_from),
             weights_only=True,
         )
-    val_metrics = {
-        k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("val/")
-    }
+    fit_metrics = scalar_metrics(trainer.callback_metrics)
+    val_metrics = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
 
     progress = _fit_progress(trainer)
     best_path = progress["best_checkpoint"]
@@ -161,6 +163,7 @@ def _fit_and_test(
         "val": val_metrics,
         "test": test_metrics,
         "monitor": cfg.monitor.metric,
+        "last_score": fit_metrics.get(cfg.monitor.metric),
         **progress,
     }
     finish_wandb_runs(loggers)  # W&B's footer now, above the results and the output folder
@@ -225,14 +228,12 @@ def _report(results: dict[str, Any], output_dir: Path) -> None:
 def sweep_objective(cfg: DictConfig) -> float | None:
     """Train, and return the monitored best score (the objective of sweepers).
 
-    Without a best score (no checkpointing callback) the final value of the monitored
-    validation metric stands in; a sweeper that needs a number and cannot get one is stopped
+    Without a best score (no checkpoint callback, `fast_dev_run`) the last value of the
+    monitored metric stands in; a sweeper that needs a number and cannot get one is stopped
     at start by `check_sweeper_objective`.
     """
     results = train(cfg)
-    if results["best_score"] is not None:
-        return results["best_score"]
-    return results["val"].get(cfg.monitor.metric)
+    return results["best_score"] if results["best_score"] is not None else results["last_score"]
 
 
 main = hydra_entry_point("train", sweep_objective)

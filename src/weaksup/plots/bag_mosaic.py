@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from weaksup.files import atomic_save_figure
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -141,7 +143,7 @@ class BagMosaicCallback(pl.Callback):
         )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         self.path = self.dirpath / "bag_mosaic.png"
-        figure.savefig(self.path, dpi=110)
+        atomic_save_figure(figure, self.path, dpi=110)
         plt.close(figure)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":

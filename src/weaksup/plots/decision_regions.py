@@ -15,6 +15,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from weaksup.files import atomic_save_figure
+
 
 def plot_decision_regions(
     predict_tags: Callable[[Tensor], Tensor],
@@ -92,5 +94,5 @@ def plot_decision_regions(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
+    atomic_save_figure(figure, path, dpi=80)
     return path

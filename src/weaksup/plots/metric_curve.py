@@ -13,6 +13,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from weaksup.files import atomic_save_figure
+
 #: series name -> {x: the metric of every seed at that x}
 CurveData = Mapping[str, Mapping[float, Sequence[float]]]
 
@@ -65,5 +67,5 @@ def plot_metric_curve(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    atomic_save_figure(figure, path)
     return path
