@@ -23,7 +23,12 @@ import yaml
 from hydra.utils import instantiate
 
 from test_eval_predict_entry import ENTRY_POINTS, TouchOnLoad, error_of_main
-from weaksup.config.trust import UntrustedCheckpointError, check_stored_config, shipped_targets
+from weaksup.config.trust import (
+    UntrustedCheckpointError,
+    check_stored_config,
+    shipped_targets,
+    with_moved_targets,
+)
 from weaksup.eval import load_checkpoint
 from weaksup.predict import BAG_FILE
 from weaksup.train import train
@@ -139,7 +144,7 @@ def test_trusted_targets_are_every_target_of_every_shipped_config_file() -> None
     assert {
         "weaksup.nn.MLP",
         "weaksup.losses.minmax.MinMaxLoss",
-        "weaksup.methods.minmax.LinearEncoder",
+        "weaksup.nn.LinearEncoder",
         "weaksup.plots.bag_mosaic.BagMosaicCallback",
     } <= shipped_targets()
     assert not {"torch.load", "os.system", "io.BytesIO", "base64.b64decode"} & shipped_targets()
@@ -321,3 +326,13 @@ def test_a_checkpoint_of_the_shipped_tree_still_evaluates_and_predicts(
     assert len(rows) == 8  # data.source.num_test_bags
     assert {row["bag_label"] for row in rows} <= {"0", "1"}
     assert all(0.0 <= float(row["bag_score"]) <= 1.0 for row in rows)
+
+
+def test_a_class_that_moved_is_renamed_not_refused() -> None:
+    """Checkpoints of the min-max post's runs name `LinearEncoder` where it used to live."""
+    stored = {"backbone": {"_target_": "weaksup.methods.minmax.LinearEncoder", "x": [1]}}
+    renamed = with_moved_targets(stored)
+    assert renamed == {"backbone": {"_target_": "weaksup.nn.LinearEncoder", "x": [1]}}
+    check_stored_config(renamed, "old.ckpt")
+    with pytest.raises(UntrustedCheckpointError, match="backbone"):
+        check_stored_config(stored, "old.ckpt")

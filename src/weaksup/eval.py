@@ -20,11 +20,11 @@ import weaksup.quiet  # noqa: F401  (drops third-party chatter; before any Train
 from weaksup.build import build_datamodule, build_method, build_trainer, instantiate_named
 from weaksup.checkpoints import CheckpointError, read_checkpoint
 from weaksup.cli import hydra_entry_point
-from weaksup.config.trust import check_stored_config
+from weaksup.config.trust import check_stored_config, with_moved_targets
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import CHECKPOINT_KEY
-from weaksup.progress import progress_bar
+from weaksup.progress import progress_callbacks
 from weaksup.results import print_results, scalar_metrics, write_metrics
 from weaksup.run_logging import start_wandb_runs
 
@@ -65,7 +65,9 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[DictConfig, DataMetadata, di
         raise CheckpointError(f"checkpoint {path} stores a run config that is not a mapping")
     # What evaluation never builds is dropped unread: stored callbacks, loggers and trainer
     # settings belong to the training run (and may name classes an older tree shipped).
-    config = {key: value for key, value in stored["config"].items() if key not in RUN_ONLY_KEYS}
+    config = with_moved_targets(
+        {key: value for key, value in stored["config"].items() if key not in RUN_ONLY_KEYS}
+    )
     check_stored_config(config, path)
     return (
         OmegaConf.create(config),
@@ -127,7 +129,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model.load_state_dict(weights)
     loggers = instantiate_named(cfg.get("logger"))
     start_wandb_runs(loggers)
-    trainer = build_trainer(cfg, [progress_bar()], loggers)
+    trainer = build_trainer(cfg, progress_callbacks(cfg), loggers)
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     output = {
         "test": scalar_metrics(results[0]) if results else {},

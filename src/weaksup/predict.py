@@ -39,7 +39,7 @@ from weaksup.data.datamodules import keep_prebatched
 from weaksup.eval import load_checkpoint, required_checkpoint
 from weaksup.files import atomic_write
 from weaksup.methods.mil import MILClassifier
-from weaksup.progress import progress_bar
+from weaksup.progress import progress_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def predict(cfg: DictConfig) -> dict[str, Tensor | None]:
     loader = DataLoader(
         BagBatchDataset(bags), batch_size=cfg.batch_size, collate_fn=keep_prebatched, shuffle=False
     )
-    trainer = build_trainer(cfg, [progress_bar()], [])
+    trainer = build_trainer(cfg, progress_callbacks(cfg), [])
     parts = trainer.predict(model, dataloaders=loader)
     predictions = concatenate_predictions(parts)
     output_dir = Path(cfg.paths.output_dir)

@@ -267,3 +267,8 @@ def _print_summary_without_flops(
     ):
         totals.add_row(f"[bold]{label}[/]: {value}")
     console.print(totals)
+
+
+def progress_callbacks(cfg: Any) -> list[ProgressBar]:
+    """The progress bar of a command without a `callbacks` group (eval, predict), if it shows one."""
+    return [progress_bar()] if cfg.trainer.get("enable_progress_bar", True) else []

@@ -92,6 +92,26 @@ def shipped_targets() -> frozenset[str]:
     return shipped_tree().targets
 
 
+# Classes that moved since checkpoints were first written: old name -> the name the tree ships.
+MOVED_TARGETS: dict[str, str] = {
+    "weaksup.methods.minmax.LinearEncoder": "weaksup.nn.LinearEncoder",
+}
+
+
+def with_moved_targets(node: Any) -> Any:
+    """A copy of a stored plain config with the `_target_` of moved classes renamed."""
+    if isinstance(node, dict):
+        return {
+            key: MOVED_TARGETS.get(value, value)
+            if key == "_target_" and isinstance(value, str)
+            else with_moved_targets(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [with_moved_targets(item) for item in node]
+    return node
+
+
 def check_stored_config(config: Any, checkpoint: str | Path) -> None:
     """Raise `UntrustedCheckpointError` naming the node unless `config` is rebuildable safely.
 
