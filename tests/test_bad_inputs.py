@@ -9,9 +9,14 @@ import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import get_class
 
-from weaksup.build import check_compatibility, compatible_options, group_options
+from weaksup.build import (
+    check_compatibility,
+    compatible_options,
+    emitted_batch_kinds,
+    group_options,
+)
 from weaksup.config.validation import ConfigError, validate_config
-from weaksup.data.batches import Batch
+from weaksup.data.datamodules import ClassificationDataModule
 from weaksup.eval import load_checkpoint
 from weaksup.methods.base import NonFiniteLossError
 from weaksup.train import train
@@ -111,7 +116,10 @@ def _methods_consuming_other_batches() -> list[str]:
     return [
         name
         for name, option in group_options("method").items()
-        if not issubclass(Batch, get_class(option._target_).consumes)
+        if not any(
+            issubclass(kind, get_class(option._target_).consumes)
+            for kind in emitted_batch_kinds(ClassificationDataModule)
+        )
     ]
 
 

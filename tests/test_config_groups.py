@@ -25,6 +25,7 @@ from weaksup.build import (
     instantiate_named,
 )
 from weaksup.config.validation import validate_config
+from weaksup.data.batches import SemiSupervisedBatch
 
 from conftest import ComposeFn
 
@@ -103,6 +104,8 @@ def _partner_overrides(group: str, option: str) -> list[str]:
         fitting_data = compatible_options("data", method_cls.consumes, attribute="batch_kind")
         preferred = [d for d in ("two_moons", "mil_gaussian", "partial_blobs") if d in fitting_data]
         overrides.append(f"data={(preferred or fitting_data)[0]}")
+    if issubclass(method_cls.consumes, SemiSupervisedBatch):
+        overrides.append("data.num_labeled=20")  # labeled + unlabeled: the rest unlabeled
     if group != "loss" and method_cls.loss_kind is not None:
         overrides.append(f"loss={compatible_options('loss', method_cls.loss_kind)[0]}")
     return overrides

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from weaksup.checkpoints import AtomicCheckpointIO
 from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
+from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import WeakSupMethod
 
@@ -46,15 +47,31 @@ def _kind_name(kind: type) -> str:
     return kind.__name__
 
 
+def emitted_batch_kinds(data_cls: type) -> tuple[type, ...]:
+    """Every batch kind a datamodule class can emit (`batch_kinds`, else its one `batch_kind`)."""
+    kinds = getattr(data_cls, "batch_kinds", ())
+    if kinds:
+        return tuple(kinds)
+    kind = getattr(data_cls, "batch_kind", None)
+    return () if kind is None else (kind,)
+
+
 def compatible_options(group: str, required_base: type, attribute: str | None = None) -> list[str]:
-    """Options of `group` whose class (or its `attribute`) is a subclass of `required_base`."""
+    """Options of `group` whose class (or its `attribute`) is a subclass of `required_base`.
+
+    `attribute="batch_kind"` asks which data options can emit `required_base`: every kind of
+    `emitted_batch_kinds` counts, so a datamodule with a semi-supervised mode is listed too.
+    """
     names = []
     for name, option in group_options(group).items():
         if "_target_" not in option:
             continue
-        kind = get_class(option._target_)
-        kind = getattr(kind, attribute, object) if attribute else kind
-        if inspect.isclass(kind) and issubclass(kind, required_base):
+        option_cls = get_class(option._target_)
+        if attribute == "batch_kind":
+            kinds = emitted_batch_kinds(option_cls)
+        else:
+            kinds = (getattr(option_cls, attribute, object) if attribute else option_cls,)
+        if any(inspect.isclass(kind) and issubclass(kind, required_base) for kind in kinds):
             names.append(name)
     return names
 
@@ -80,22 +97,48 @@ def check_loss_kind(cfg: DictConfig) -> None:
 
 
 def check_batch_kinds(cfg: DictConfig) -> None:
-    """The method must consume the batch kind the datamodule emits: one clear sentence if not."""
+    """The method must consume a batch kind the datamodule can emit: one clear sentence if not.
+
+    A method that consumes `SemiSupervisedBatch` also needs `data.num_labeled` (the rest of
+    the training split is its unlabeled data); both are checked before any data loads.
+    """
     method_cls = get_class(cfg.method._target_)
     data_cls = get_class(cfg.data._target_)
     consumes = getattr(method_cls, "consumes", None)
-    emits = getattr(data_cls, "batch_kind", None)
-    if consumes is None or emits is None or issubclass(emits, consumes):
+    emits = emitted_batch_kinds(data_cls)
+    if "semi_supervised" in cfg.data:
+        raise ConfigError(
+            "data.semi_supervised is not a config key: the method decides it (a method that "
+            "consumes SemiSupervisedBatch gets semi-supervised batches); remove it"
+        )
+    if consumes is None or not emits:
         return
-    fitting = compatible_options("data", consumes, attribute="batch_kind")
-    raise ConfigError(
-        f"method {method_cls.__name__} consumes {_kind_name(consumes)} batches but data "
-        f"{data_cls.__name__} emits {_kind_name(emits)} batches; choose a data option that emits "
-        f"{_kind_name(consumes)}: {', '.join(fitting) or '(none shipped)'}"
-    )
+    if not any(issubclass(kind, consumes) for kind in emits):
+        fitting = compatible_options("data", consumes, attribute="batch_kind")
+        default_kind = getattr(data_cls, "batch_kind", emits[0])
+        raise ConfigError(
+            f"method {method_cls.__name__} consumes {_kind_name(consumes)} batches but data "
+            f"{data_cls.__name__} emits {_kind_name(default_kind)} batches; choose a data option "
+            f"that emits {_kind_name(consumes)}: {', '.join(fitting) or '(none shipped)'}"
+        )
+    if issubclass(consumes, SemiSupervisedBatch) and cfg.data.get("num_labeled") is None:
+        raise ConfigError(
+            f"method {method_cls.__name__} learns from labeled + unlabeled data: set "
+            "data.num_labeled=N (e.g. 50)"
+        )
+
+
+def consumes_semi_supervised(cfg: DictConfig) -> bool:
+    """Whether the configured method trains on `SemiSupervisedBatch`es."""
+    consumes = getattr(get_class(cfg.method._target_), "consumes", None)
+    return inspect.isclass(consumes) and issubclass(consumes, SemiSupervisedBatch)
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The datamodule of `cfg.data`; semi-supervised (`semi_supervised=True`) when the method
+    consumes `SemiSupervisedBatch` (`check_batch_kinds` has made sure the data can)."""
+    if consumes_semi_supervised(cfg):
+        return build_node(cfg.data, semi_supervised=True)
     return build_node(cfg.data)
 
 

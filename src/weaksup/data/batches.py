@@ -25,18 +25,19 @@ class Batch:
 
 @dataclass
 class SemiSupervisedBatch:
-    """A labeled batch plus a batch of unlabeled inputs drawn from an independent stream.
+    """One step of a semi-supervised method: a labeled batch and raw unlabeled inputs.
 
-    `unlabeled_strong` holds a second (strongly augmented) view for consistency methods
-    (UDA, Meta Pseudo Labels); it is `None` when the datamodule makes no second view.
+    `labeled` holds `B` examples with their labels; `unlabeled [μB, *input_shape]` holds inputs
+    whose labels are hidden, drawn from an independent stream (`weaksup.data.semisup`). Both
+    are raw, unaugmented tensors: a method that needs augmented views makes them on the device
+    inside its training step.
     """
 
     labeled: Batch
-    unlabeled_weak: Tensor
-    unlabeled_strong: Tensor | None = None
+    unlabeled: Tensor
 
     def __len__(self) -> int:
-        return len(self.labeled) + int(self.unlabeled_weak.shape[0])
+        return len(self.labeled) + int(self.unlabeled.shape[0])
 
 
 def describe_batch_kind(kind: type) -> str:

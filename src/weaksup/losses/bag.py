@@ -25,24 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from weaksup.data.segments import check_bag_labels
 from weaksup.losses._checks import at_least_float32, check_margin
 from weaksup.losses.hinge import binary_hinge
-
-
-def check_bag_labels(bag_labels: Tensor, name: str = "bag_labels") -> None:
-    """Raise unless `bag_labels` is a 1-D integer or bool tensor with values in {0, 1}, naming the
-    first offending bag."""
-    if bag_labels.is_floating_point() or bag_labels.is_complex():
-        raise TypeError(f"{name} must be an integer tensor of 0/1 labels, got {bag_labels.dtype}")
-    if bag_labels.dim() != 1:
-        raise ValueError(f"{name} must be 1-D [num_bags], got shape {tuple(bag_labels.shape)}")
-    bad = torch.nonzero((bag_labels != 0) & (bag_labels != 1)).flatten()
-    if bad.numel():
-        first = int(bad[0])
-        raise ValueError(
-            f"{name} must be 0 or 1 (multiple-instance labels); bag {first} has label "
-            f"{int(bag_labels[first])} ({bad.numel()} bag(s) outside {{0, 1}})"
-        )
 
 
 class BagLoss(nn.Module):

@@ -28,50 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from weaksup.data.segments import BagSegments
+
 PoolingLevel = Literal["instance", "embedding"]
 POOLING_LEVELS = ("instance", "embedding")
-
-
-@dataclass(frozen=True)
-class BagSegments:
-    """Where each bag's instances lie in a flat instance tensor.
-
-    Attributes:
-        bag_index: `[N]` int64, the bag of every instance (non-decreasing: bags are contiguous).
-        bag_sizes: `[B]` int64, instances per bag (all >= 1).
-    """
-
-    bag_index: Tensor
-    bag_sizes: Tensor
-
-    @property
-    def num_bags(self) -> int:
-        return int(self.bag_sizes.shape[0])
-
-    @property
-    def num_instances(self) -> int:
-        return int(self.bag_index.shape[0])
-
-    @classmethod
-    def from_offsets(cls, bag_offsets: Tensor) -> BagSegments:
-        """From `[B + 1]` offsets `0 = o_0 <= ... <= o_B = N`: bag b holds instances `o_b .. o_{b+1}-1`.
-
-        The offsets are trusted here (`weaksup.data.bags.BagBatch` validates them).
-        """
-        bag_sizes = bag_offsets[1:] - bag_offsets[:-1]
-        num_bags = bag_sizes.shape[0]
-        bag_index = torch.repeat_interleave(
-            torch.arange(num_bags, device=bag_offsets.device),
-            bag_sizes,
-            output_size=int(bag_offsets[-1]) if num_bags else 0,
-        )
-        return cls(bag_index=bag_index, bag_sizes=bag_sizes)
-
-    @classmethod
-    def singletons(cls, num_instances: int, device: torch.device | None = None) -> BagSegments:
-        """Every instance its own bag of one (how single instances are scored)."""
-        index = torch.arange(num_instances, device=device)
-        return cls(bag_index=index, bag_sizes=torch.ones_like(index))
 
 
 def _expand_index(bag_index: Tensor, values: Tensor) -> Tensor:

@@ -27,8 +27,9 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 from weaksup.config.validation import ConfigError
 from weaksup.data.bags import BagBatch
 from weaksup.data.datamodules import DataMetadata
+from weaksup.data.segments import BagSegments
 from weaksup.losses.bag import BagLoss
-from weaksup.losses.pooling import BagPooling, BagSegments
+from weaksup.losses.pooling import BagPooling
 from weaksup.methods.base import WeakSupMethod
 
 
