@@ -418,31 +418,3 @@ class PartialTagBaseline(PartialTagMethod):
 
     def scores(self, similarities: Tensor) -> Tensor:
         return similarities
-
-
-class LinearEncoder(Backbone):
-    """One affine layer (the post's `Dense(n_dim)` feature encoder), inputs flattened.
-
-    Args:
-        input_shape: shape of one example (from the data).
-        num_outputs: optional linear head (None: the layer's output is the embedding).
-        embedding_dim: output width (default: the input width, as in the post).
-    """
-
-    def __init__(
-        self,
-        input_shape: list[int],
-        num_outputs: int | None = None,
-        embedding_dim: int | None = None,
-    ) -> None:
-        width = 1
-        for size in input_shape:
-            width *= int(size)
-        embedding_dim = width if embedding_dim is None else int(embedding_dim)
-        if embedding_dim <= 0:
-            raise ValueError(f"backbone.embedding_dim must be positive, got {embedding_dim}")
-        super().__init__(
-            [nn.Sequential(nn.Flatten(), nn.Linear(width, embedding_dim))],
-            embedding_dim,
-            num_outputs,
-        )
