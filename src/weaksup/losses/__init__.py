@@ -13,3 +13,10 @@ from weaksup.losses.hinge import binary_hinge as binary_hinge
 from weaksup.losses.hinge import binary_squared_hinge as binary_squared_hinge
 from weaksup.losses.hinge import multiclass_hinge as multiclass_hinge
 from weaksup.losses.hinge import multiclass_squared_hinge as multiclass_squared_hinge
+from weaksup.losses.inversion import MultiscaleInversionLoss as MultiscaleInversionLoss
+from weaksup.losses.inversion import default_entropy_weight as default_entropy_weight
+from weaksup.losses.inversion import (
+    default_reconstruction_weights as default_reconstruction_weights,
+)
+from weaksup.losses.inversion import entropy_from_logits as entropy_from_logits
+from weaksup.losses.inversion import reconstructions as reconstructions
