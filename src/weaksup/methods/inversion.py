@@ -1,0 +1,155 @@
+"""Semi-supervised learning by deep network inversion (Balestriero et al. 2017, 2018).
+
+The method wires `weaksup.losses.MultiscaleInversionLoss` (cross-entropy on the labeled batch,
+entropy of the predictions on the unlabeled batch, reconstruction of the input of every layer
+through the network's own inverse) to a backbone that exposes every layer
+(`forward_with_features`). Each step gets a `SemiSupervisedBatch`: `B` labeled examples and
+`μ·B` unlabeled ones from independent streams (`data.unlabeled_ratio`, `data.num_labeled`).
+Validation and test are labeled: cross-entropy and accuracy, as `method=supervised` reports
+them, so the two compare on the same labels.
+
+At the end of training a figure of validation inputs beside their reconstruction at every
+level is saved in the run folder (`reconstructions.png`), and logged to W&B when it is on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from weaksup.config.instantiate import build_node
+from weaksup.data.batches import Batch, SemiSupervisedBatch
+from weaksup.data.datamodules import DataMetadata
+from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions
+from weaksup.methods.base import WeakSupMethod
+
+RECONSTRUCTION_FIGURE = "reconstructions.png"
+
+
+class InversionClassifier(WeakSupMethod):
+    """Multiscale inversion on labeled + unlabeled batches (Balestriero et al. 2018).
+
+    Args:
+        backbone: a network with `forward_with_features` (every layer a level), `C` outputs.
+        loss: the inversion loss (weights, single- or multiscale; `losses/inversion.py`).
+        num_classes: `C`.
+        plot_reconstructions: save `reconstructions.png` (inputs and their reconstruction at
+            every level) at the end of training.
+        num_plot_examples: validation examples in that figure.
+    """
+
+    consumes: ClassVar[type] = SemiSupervisedBatch
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        loss: MultiscaleInversionLoss,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        scheduler_interval: str = "epoch",
+        check_finite_loss: bool = True,
+        plot_reconstructions: bool = True,
+        num_plot_examples: int = 6,
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, check_finite_loss)
+        if not hasattr(backbone, "forward_with_features"):
+            raise ValueError(
+                f"method=inversion needs a backbone that exposes its layers "
+                f"(forward_with_features); {type(backbone).__name__} does not"
+            )
+        if num_plot_examples < 1:
+            raise ValueError(f"method.num_plot_examples must be >= 1, got {num_plot_examples}")
+        self.backbone = backbone
+        self.loss = loss
+        self.num_classes = num_classes
+        self.plot_reconstructions = plot_reconstructions
+        self.num_plot_examples = num_plot_examples
+        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.figure_path: Path | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, data: DataMetadata) -> InversionClassifier:
+        backbone = build_node(
+            cfg.backbone, input_shape=list(data.input_shape), num_outputs=data.num_classes
+        )
+        return build_node(
+            cfg.method,
+            backbone=backbone,
+            loss=build_node(cfg.method.loss),
+            num_classes=data.num_classes,
+            **cls.method_arguments(cfg),
+            _recursive_=False,
+        )
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Class probabilities."""
+        return self.backbone(inputs).softmax(dim=1)
+
+    def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
+        terms = self.loss(
+            self.backbone, batch.labeled.inputs, batch.labeled.targets, batch.unlabeled
+        )
+        self.log_loss_terms("train", terms, batch_size=len(batch.labeled))
+        return terms["loss"]
+
+    def _evaluate(self, batch: Batch, stage: str, metrics: MetricCollection) -> None:
+        logits = self.backbone(batch.inputs)
+        loss = F.cross_entropy(logits.float(), batch.targets)
+        self.log_loss_terms(stage, {"loss": loss}, batch_size=len(batch))
+        metrics.update(logits, batch.targets)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self(batch.inputs)
+
+    def on_train_end(self) -> None:
+        if not self.plot_reconstructions or not self.trainer.is_global_zero:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", None)
+        if splits is None or self.trainer.default_root_dir is None:
+            return
+        examples = splits.val if len(splits.val) else splits.test
+        inputs = examples.inputs[: self.num_plot_examples].to(self.device)
+        levels, reconstructed = self.level_reconstructions(inputs)
+        from weaksup.plots.reconstructions import plot_reconstructions
+
+        path = Path(self.trainer.default_root_dir) / RECONSTRUCTION_FIGURE
+        self.figure_path = plot_reconstructions(levels, reconstructed, path)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("reconstructions", [str(self.figure_path)])
+
+    def level_reconstructions(self, inputs: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Every level's input `z_l` and its reconstruction `ẑ_l` for `inputs`, in eval mode.
+
+        The template weights are the model's own predictions (the unlabeled rule).
+        """
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                leaf = inputs.detach().clone().requires_grad_(True)
+                logits, features = self.backbone.forward_with_features(leaf)
+                targets = self.loss.template_targets(logits, logits.new_empty(0, dtype=torch.long))
+                rebuilt = reconstructions(logits, features, targets, create_graph=False)
+            return [level.detach() for level in features], [level.detach() for level in rebuilt]
+        finally:
+            self.backbone.train(was_training)
