@@ -22,6 +22,7 @@ from typing import Any
 from weaksup.checkpoints import CheckpointError, read_checkpoint
 from weaksup.config.validation import ConfigError
 from weaksup.methods.base import CHECKPOINT_KEY
+from weaksup.run_logging import flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,6 @@ def _show(value: Any) -> str:
     return "(absent)" if value is _ABSENT else repr(value)
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to leaf values (lists and empty mappings are leaves)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _matches_any(key: str, patterns: Iterable[str]) -> bool:
     return any(
         fnmatch.fnmatchcase(key, pattern) or key.startswith(f"{pattern}.") for pattern in patterns
@@ -119,8 +108,8 @@ def config_changes(
 
     Paths inside each config's own output folder compare relative to it.
     """
-    old = _relative_to_output_dir(flatten(stored))
-    new = _relative_to_output_dir(flatten(requested))
+    old = _relative_to_output_dir(flatten_config(stored, separator="."))
+    new = _relative_to_output_dir(flatten_config(requested, separator="."))
     changes = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)

@@ -11,16 +11,19 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to one level with `/`-joined keys: `{"optimizer": {"lr": 1e-3}}` -> `{"optimizer/lr": 1e-3}`.
+def flatten_config(
+    config: Mapping[str, Any], prefix: str = "", separator: str = "/"
+) -> dict[str, Any]:
+    """Nested mappings to one level with joined keys: `{"optimizer": {"lr": 1e-3}}` -> `{"optimizer/lr": 1e-3}`.
 
-    Lists and empty mappings stay values. `/` is the separator TensorBoard's hparams use too.
+    Lists and empty mappings stay values. `/` (the default) is the separator TensorBoard's
+    hparams use too; `.` gives the dotted keys of command-line overrides.
     """
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
+        name = f"{prefix}{separator}{key}" if prefix else str(key)
         if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, name))
+            flat.update(flatten_config(value, name, separator))
         else:
             flat[name] = value
     return flat

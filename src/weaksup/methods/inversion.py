@@ -5,8 +5,8 @@ entropy of the predictions on the unlabeled batch, reconstruction of the input o
 through the network's own inverse) to a backbone that exposes every layer
 (`forward_with_features`). Each step gets a `SemiSupervisedBatch`: `B` labeled examples and
 `μ·B` unlabeled ones from independent streams (`data.unlabeled_ratio`, `data.num_labeled`).
-Validation and test are labeled: cross-entropy and accuracy, as `method=supervised` reports
-them, so the two compare on the same labels.
+Validation and test are labeled: cross-entropy and accuracy, reported by the supervised
+classifier this method extends, so the two compare on the same labels.
 
 At the end of training a figure of validation inputs beside their reconstruction at every
 level is saved in the run folder (`reconstructions.png`), and logged to W&B when it is on.
@@ -21,21 +21,23 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from weaksup.config.instantiate import build_node
-from weaksup.data.batches import Batch, SemiSupervisedBatch
+from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
+from weaksup.losses.classification import CrossEntropyLoss
 from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions
-from weaksup.methods.base import WeakSupMethod
+from weaksup.methods.supervised import SupervisedClassifier
+from weaksup.plots.reconstructions import plot_reconstructions
 
 RECONSTRUCTION_FIGURE = "reconstructions.png"
 
 
-class InversionClassifier(WeakSupMethod):
+class InversionClassifier(SupervisedClassifier):
     """Multiscale inversion on labeled + unlabeled batches (Balestriero et al. 2018).
+
+    A supervised classifier (cross-entropy) whose training step takes a `SemiSupervisedBatch`
+    and the inversion loss; validation, test and prediction are the supervised ones.
 
     Args:
         backbone: a network with `forward_with_features` (every layer a level), `C` outputs.
@@ -47,6 +49,7 @@ class InversionClassifier(WeakSupMethod):
     """
 
     consumes: ClassVar[type] = SemiSupervisedBatch
+    loss_kind: ClassVar[type | None] = None  # the loss is part of the method, not the group
 
     def __init__(
         self,
@@ -60,7 +63,6 @@ class InversionClassifier(WeakSupMethod):
         plot_reconstructions: bool = True,
         num_plot_examples: int = 6,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, check_finite_loss)
         if not hasattr(backbone, "forward_with_features"):
             raise ValueError(
                 f"method=inversion needs a backbone that exposes its layers "
@@ -68,14 +70,18 @@ class InversionClassifier(WeakSupMethod):
             )
         if num_plot_examples < 1:
             raise ValueError(f"method.num_plot_examples must be >= 1, got {num_plot_examples}")
-        self.backbone = backbone
-        self.loss = loss
-        self.num_classes = num_classes
+        super().__init__(
+            backbone,
+            CrossEntropyLoss(),
+            num_classes,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            check_finite_loss,
+        )
+        self.inversion_loss = loss
         self.plot_reconstructions = plot_reconstructions
         self.num_plot_examples = num_plot_examples
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
         self.figure_path: Path | None = None
 
     @classmethod
@@ -92,32 +98,12 @@ class InversionClassifier(WeakSupMethod):
             _recursive_=False,
         )
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """Class probabilities."""
-        return self.backbone(inputs).softmax(dim=1)
-
     def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
-        terms = self.loss(
+        terms = self.inversion_loss(
             self.backbone, batch.labeled.inputs, batch.labeled.targets, batch.unlabeled
         )
         self.log_loss_terms("train", terms, batch_size=len(batch.labeled))
         return terms["loss"]
-
-    def _evaluate(self, batch: Batch, stage: str, metrics: MetricCollection) -> None:
-        logits = self.backbone(batch.inputs)
-        loss = F.cross_entropy(logits.float(), batch.targets)
-        self.log_loss_terms(stage, {"loss": loss}, batch_size=len(batch))
-        metrics.update(logits, batch.targets)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch.inputs)
 
     def on_train_end(self) -> None:
         if not self.plot_reconstructions or not self.trainer.is_global_zero:
@@ -129,8 +115,6 @@ class InversionClassifier(WeakSupMethod):
         examples = splits.val if len(splits.val) else splits.test
         inputs = examples.inputs[: self.num_plot_examples].to(self.device)
         levels, reconstructed = self.level_reconstructions(inputs)
-        from weaksup.plots.reconstructions import plot_reconstructions
-
         path = Path(self.trainer.default_root_dir) / RECONSTRUCTION_FIGURE
         self.figure_path = plot_reconstructions(levels, reconstructed, path)
         for logger in self.trainer.loggers:
@@ -148,7 +132,9 @@ class InversionClassifier(WeakSupMethod):
             with torch.inference_mode(False), torch.enable_grad():
                 leaf = inputs.detach().clone().requires_grad_(True)
                 logits, features = self.backbone.forward_with_features(leaf)
-                targets = self.loss.template_targets(logits, logits.new_empty(0, dtype=torch.long))
+                targets = self.inversion_loss.template_targets(
+                    logits, logits.new_empty(0, dtype=torch.long)
+                )
                 rebuilt = reconstructions(logits, features, targets, create_graph=False)
             return [level.detach() for level in features], [level.detach() for level in rebuilt]
         finally:
