@@ -106,7 +106,9 @@ def run_case(case: Case, scratch: Path) -> str:
     # a multi-line message (resume) starts at its error class; show it whole
     start = max(i for i, line in enumerate(lines) if line.split(":", 1)[0].isidentifier())
     message = "\n".join(lines[start:])
-    return message.replace(str(run_dir), "<run>").replace(str(REPO / "data"), "<data>")
+    for path, name in ((run_dir, "<run>"), (REPO / "data", "<data>"), (Path.cwd(), "<cwd>")):
+        message = message.replace(str(path), name)
+    return message
 
 
 def section(scratch: Path) -> str:
