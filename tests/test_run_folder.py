@@ -21,8 +21,9 @@ from pytorch_lightning.loggers import CSVLogger
 
 from weaksup.build import build_datamodule, build_method, build_trainer
 from weaksup.checkpoints import CheckpointError, read_checkpoint
-from weaksup.config.validation import validate_config
+from weaksup.config.validation import ConfigError, validate_config
 from weaksup.files import atomic_write, atomic_write_text
+from weaksup.resume import RESUMABLE_KEYS, check_resumed_config, config_changes
 from weaksup.run_folder import LOCK_FILE
 from weaksup.train import main
 
@@ -384,3 +385,14 @@ def test_each_method_brings_its_own_default_loss(tmp_path: Path, run_entry_point
     config = (run_dir / "config.yaml").read_text()
     assert "_target_: weaksup.losses.bag.BagBCELoss" in config
     assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["test"]["test/auc"] <= 1.0
+
+
+def test_callbacks_may_change_on_resume_but_not_the_reseeding() -> None:
+    stored = {"callbacks": {"reseed": {"seed": 0}, "model_checkpoint": {"save_top_k": 1}}}
+    requested = {"callbacks": {"reseed": None, "model_checkpoint": {"save_top_k": 3}}}
+    changes = config_changes(stored, requested, RESUMABLE_KEYS)
+    assert [change.key for change in changes] == ["callbacks.reseed", "callbacks.reseed.seed"]
+    with pytest.raises(ConfigError, match=r"callbacks.reseed.seed: 0 -> \(absent\)"):
+        check_resumed_config(stored, requested, [], Path("last.ckpt"))
+    accepted = check_resumed_config(stored, requested, ["callbacks.reseed"], Path("last.ckpt"))
+    assert [change.key for change in accepted] == ["callbacks.reseed", "callbacks.reseed.seed"]

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 RESUME_MODES = (None, "auto", "newest")
 
+# Callbacks decide what is saved, shown and plotted, except these, which shape the training.
+TRAINING_CALLBACKS: tuple[str, ...] = ("callbacks.reseed", "callbacks.reseed.*")
 # Keys that may change when a run is resumed (glob patterns over dotted keys). Everything else
 # changes what is trained and must match the stored config (or be accepted by resume_accept).
 RESUMABLE_KEYS: tuple[str, ...] = (
@@ -39,10 +41,8 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "paths.*",
     "logger",
     "logger.*",
-    "callbacks.progress_bar",
-    "callbacks.progress_bar.*",
-    "callbacks.model_summary",
-    "callbacks.model_summary.*",
+    "callbacks",
+    "callbacks.*",
     "trainer.max_epochs",
     "trainer.max_steps",
     "trainer.max_time",
@@ -113,7 +113,9 @@ def config_changes(
     changes = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if before == after or _matches_any(key, allowed):
+        if before == after or (
+            _matches_any(key, allowed) and not _matches_any(key, TRAINING_CALLBACKS)
+        ):
             continue
         changes.append(ConfigChange(key, before, after))
     return changes
@@ -143,7 +145,7 @@ def check_resumed_config(
             f"resuming from {checkpoint} with a config that differs from the stored one in keys "
             f"that change what is trained:\n  {listed}\nResume with the original values, or "
             f"accept the changes explicitly with resume_accept=[{keys}]. Keys that may change on "
-            f"resume: {', '.join(RESUMABLE_KEYS)}."
+            f"resume: {', '.join(RESUMABLE_KEYS)} (not {', '.join(TRAINING_CALLBACKS)})."
         )
     return changes
 
