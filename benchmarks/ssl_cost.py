@@ -43,13 +43,14 @@ ROWS = {
 }
 
 
-def build(backbone: str, method: str | None):
+def build(backbone: str, method: str | None, extra: list[str]):
     """The backbone and, for a method row, the method's loss, from the shipped configs."""
     from hydra import compose, initialize_config_module
 
     from weaksup.config.instantiate import build_node
 
     overrides = [f"backbone={backbone}", f"method={method or 'inversion'}", "paths.output_dir=."]
+    overrides += extra
     with initialize_config_module(version_base="1.3", config_module="weaksup.conf"):
         cfg = compose(config_name="train", overrides=overrides)
     torch.manual_seed(0)
@@ -61,7 +62,7 @@ def build(backbone: str, method: str | None):
 def run_row(row: str, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    network, loss = build(args.backbone, ROWS[row])
+    network, loss = build(args.backbone, ROWS[row], args.set)
     network = network.to(device)
     generator = torch.Generator().manual_seed(1)
     labeled = torch.rand(args.batch_size, 1, 28, 28, generator=generator).to(device)
@@ -111,6 +112,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. backbone.channels_last=false method.loss.scales=input",
+    )
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: measure one row
     args = parser.parse_args()
     if args.row:
@@ -127,8 +135,8 @@ def main() -> None:
         results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
     reference = next(r["ms"] for r in results if r["row"] == "supervised, whole batch")
     table = Table(
-        title=f"{args.backbone}, B={args.batch_size} labeled + {args.mu * args.batch_size} "
-        f"unlabeled 28x28 images, {args.device}, {args.threads} threads"
+        title=f"{args.backbone} {' '.join(args.set)}, B={args.batch_size} labeled + "
+        f"{args.mu * args.batch_size} unlabeled 28x28 images, {args.device}, {args.threads} threads"
     )
     for column in ("step", "ms / step", "x whole-batch supervised", "peak memory (MiB)"):
         table.add_column(column, justify="left" if column == "step" else "right")
