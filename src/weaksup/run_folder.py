@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -130,31 +131,20 @@ def run_folder(folder: Path, resuming: bool, is_rank_zero: bool = True) -> Itera
         release_lock(lock)
 
 
-HYDRA_ONLY_CONTENT = frozenset({".hydra"})
-
-
 def remove_if_only_hydra_files(folder: Path) -> bool:
     """Delete a run folder that holds nothing but what Hydra wrote at job start.
 
-    A run stopped by a config error would otherwise leave a folder with `.hydra/` and an
+    A run stopped by a config error would otherwise leave a folder with `.hydra/*.yaml` and an
     empty-ish log file. Returns whether the folder was removed.
     """
     if not folder.is_dir():
         return False
-    entries = list(folder.iterdir())
     hydra_dir = folder / ".hydra"
-    only_hydra = all(
-        entry.name in HYDRA_ONLY_CONTENT or (entry.is_file() and entry.suffix == ".log")
-        for entry in entries
-    ) and (not hydra_dir.exists() or all(p.suffix == ".yaml" for p in hydra_dir.iterdir()))
-    if not only_hydra:
-        return False
-    for entry in entries:
-        if entry.is_dir():
-            for child in entry.iterdir():
-                child.unlink()
-            entry.rmdir()
-        else:
-            entry.unlink()
-    folder.rmdir()
+    for entry in folder.iterdir():
+        if entry == hydra_dir and entry.is_dir():
+            if any(not (p.is_file() and p.suffix == ".yaml") for p in entry.iterdir()):
+                return False
+        elif not (entry.is_file() and entry.suffix == ".log"):
+            return False
+    shutil.rmtree(folder)
     return True
