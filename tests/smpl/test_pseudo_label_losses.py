@@ -77,7 +77,7 @@ def test_reward_sign_switch() -> None:
     old, new = torch.tensor(0.9), torch.tensor(0.7)
     assert float(labeled_loss_change(old, new, "new_minus_old")) == pytest.approx(-0.2)
     assert float(labeled_loss_change(old, new, "old_minus_new")) == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="method.reward_sign must be one of"):
+    with pytest.raises(ValueError, match=r"method\.reward_sign must be one of"):
         labeled_loss_change(old, new, "minus")  # type: ignore[arg-type]
 
 
@@ -106,7 +106,7 @@ def test_meta_loss_hard_and_soft_targets() -> None:
         meta_pseudo_label_loss(torch.tensor(-1.0), logits, "hard"), logits
     )
     assert torch.allclose(up, -down)
-    with pytest.raises(ValueError, match="method.mpl_target must be one of hard, soft"):
+    with pytest.raises(ValueError, match=r"method\.mpl_target must be one of hard, soft"):
         meta_pseudo_label_loss(torch.tensor(1.0), logits, "argmax")  # type: ignore[arg-type]
 
 
