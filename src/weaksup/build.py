@@ -17,6 +17,7 @@ from weaksup.config.validation import ConfigError
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import WeakSupMethod
+from weaksup.methods.manual import GRADIENT_CLIP_ALGORITHMS, ManualOptimizationMethod
 
 
 def group_options(group: str) -> dict[str, DictConfig]:
@@ -167,8 +168,55 @@ def instantiate_named(nodes: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(
-    cfg: DictConfig, callbacks: Iterable[pl.Callback], loggers: list[Any]
+    cfg: DictConfig,
+    callbacks: Iterable[pl.Callback],
+    loggers: list[Any],
+    method: WeakSupMethod | None = None,
 ) -> pl.Trainer:
-    """The Trainer of `cfg.trainer`, saving and loading checkpoints through `AtomicCheckpointIO`."""
+    """The Trainer of `cfg.trainer`, saving and loading checkpoints through `AtomicCheckpointIO`.
+
+    `method`: the method this Trainer will fit. One that steps its optimizers itself
+    (`automatic_optimization=False`) gets `trainer.gradient_clip_val` and
+    `trainer.gradient_clip_algorithm` (Lightning refuses both on the Trainer for such methods
+    and tells them to clip themselves, which `ManualOptimizationMethod` does), and
+    `trainer.accumulate_grad_batches` must be 1.
+    """
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
-    return build_node(cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **plugins)
+    manual = {} if method is None else _hand_clipping_to_manual_method(cfg.trainer, method)
+    return build_node(
+        cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **plugins, **manual
+    )
+
+
+def _hand_clipping_to_manual_method(trainer: DictConfig, method: WeakSupMethod) -> dict[str, Any]:
+    """Move the clipping settings from the Trainer to a manual-optimisation method.
+
+    Returns the Trainer arguments that replace them (none: the method clips).
+    """
+    if method.automatic_optimization:
+        return {}
+    name = type(method).__name__
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if accumulate != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} cannot be used with method {name}: "
+            "it steps its optimizers itself (manual optimisation); set "
+            "trainer.accumulate_grad_batches=1 (a larger data.batch_size does the same)"
+        )
+    clip_val = trainer.get("gradient_clip_val")
+    algorithm = trainer.get("gradient_clip_algorithm") or "norm"
+    if algorithm not in GRADIENT_CLIP_ALGORITHMS:
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm={algorithm!r} is not one of: "
+            f"{', '.join(GRADIENT_CLIP_ALGORITHMS)}"
+        )
+    if not isinstance(method, ManualOptimizationMethod):
+        if clip_val:
+            raise ConfigError(
+                f"trainer.gradient_clip_val={clip_val} cannot be used with method {name}: it "
+                "steps its optimizers itself and does not clip; set trainer.gradient_clip_val=null"
+            )
+    else:
+        method.gradient_clip_val = clip_val
+        method.gradient_clip_algorithm = algorithm
+    return {"gradient_clip_val": None, "gradient_clip_algorithm": None}

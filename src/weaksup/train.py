@@ -126,7 +126,7 @@ def _fit_and_test(
     callbacks = instantiate_named(cfg.get("callbacks"))
     loggers = instantiate_named(cfg.get("logger"))
     start_wandb_runs(loggers)  # ddp_fork/spawn: a W&B run first started in a worker stays empty
-    trainer = build_trainer(cfg, callbacks, loggers)
+    trainer = build_trainer(cfg, callbacks, loggers, method=model)
 
     with warnings.catch_warnings():
         if resume_from is not None:  # continuing in the same folder is the point of resuming
@@ -187,6 +187,10 @@ def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
 def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
     """Best checkpoint and score, epochs and steps done.
 
+    `global_step` counts optimizer steps (Lightning's count: a method with two optimizers makes
+    two per batch); `iterations` counts training batches (with `accumulate_grad_batches`,
+    accumulated groups), the x-axis of the step logs (`_batches_that_stepped`).
+
     With spawned DDP workers (`trainer=ddp_cpu`) the loops ran in other processes and this
     trainer only knows the best path, so the rest is read back from the checkpoints
     (`last.ckpt` is written at the end of every epoch, so it holds the final counts).
@@ -200,6 +204,7 @@ def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
         else float(checkpoint.best_model_score),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "iterations": trainer.fit_loop.epoch_loop._batches_that_stepped,
     }
     if trainer.global_step == 0 and best_path is not None:
         last_path = Path(best_path).parent / LAST_CHECKPOINT
@@ -215,6 +220,9 @@ def _fit_progress(trainer: pl.Trainer) -> dict[str, Any]:
             best_score=None if score is None else float(score),
             epochs=int(last["epoch"]) + 1,
             global_step=int(last["global_step"]),
+            iterations=int(
+                last["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+            ),
         )
     return progress
 
