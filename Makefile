@@ -15,7 +15,7 @@ help:
 	@echo "make test-all  every test, slow ones included"
 	@echo "make bench     framework-overhead benchmark (prints a table)"
 	@echo "make bench-mil MIL training throughput, many bags per step vs one (prints a table)"
-	@echo "make bench-ssl time and memory of a semi-supervised step vs a supervised one (prints a table)"
+	@echo "make bench-ssl time and memory of semi-supervised steps: inversion, SMPL, MPL vs supervised (tables)"
 	@echo "make docs-errors  rerun the bad commands of README's \"Errors you can expect\" and rewrite it"
 	@echo "make lint      ruff"
 
@@ -58,8 +58,9 @@ bench: $(STAMP) data
 bench-mil: $(STAMP) data
 	$(BIN)/python benchmarks/mil_throughput.py $(ARGS)
 
-bench-ssl: $(STAMP)
+bench-ssl: $(STAMP) data
 	$(BIN)/python benchmarks/ssl_cost.py $(ARGS)
+	$(BIN)/python benchmarks/pseudo_label_cost.py
 
 docs-errors: $(STAMP) data
 	$(BIN)/python tests/errors_catalogue.py --write
