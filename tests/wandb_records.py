@@ -65,30 +65,72 @@ def _item_key(item: Any) -> str:
 
 
 @dataclass
+class ArtifactLog:
+    """A logged artifact: name, type, aliases, metadata and the names of its files."""
+
+    name: str
+    type: str
+    aliases: list[str]
+    metadata: dict[str, Any]
+    files: list[str]
+
+
+@dataclass
 class RunLog:
-    """What a run logged: its id, name, group, config, history rows and exit code (None: no exit record)."""
+    """What a run logged: its id, name, group, job type, config, history rows, artifacts, the
+    files saved with it (media included) and exit code (None: no exit record).
+
+    A history row maps flat keys to values; an image is logged as nested keys
+    (`test/bag_mosaic.filenames`, `.width`, ...): `image_files` reads them back.
+    """
 
     run_id: str = ""
     name: str = ""
     group: str = ""
+    job_type: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[ArtifactLog] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     exit_code: int | None = None
 
     def metric_values(self, key: str) -> list[Any]:
         return [row[key] for row in self.history if key in row]
 
+    def image_files(self, key: str) -> list[str]:
+        """The media files (relative to the run's `files/` folder) of every image logged as `key`."""
+        found: list[str] = []
+        for row in self.history:
+            if row.get(f"{key}._type") == "images/separated":
+                found += row[f"{key}.filenames"]
+            elif row.get(f"{key}._type") == "image-file":
+                found.append(row[f"{key}.path"])
+        return found
+
+    def table(self, key: str) -> dict[str, Any] | None:
+        """The last table logged as `key`: its `_type`, `path` (in `files/`), `nrows`, `ncols`."""
+        rows = [row for row in self.history if row.get(f"{key}._type") == "table-file"]
+        if not rows:
+            return None
+        prefix = f"{key}."
+        return {
+            name[len(prefix) :]: value
+            for name, value in rows[-1].items()
+            if name.startswith(prefix)
+        }
+
 
 def read_run(path: str | Path) -> RunLog:
-    """Collect the run, config, history and exit records of a `.wandb` file into a `RunLog`."""
+    """Collect the run, config, history, artifact, file and exit records of a `.wandb` file."""
     run = RunLog()
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.run_id, run.name, run.group = (
+            run.run_id, run.name, run.group, run.job_type = (
                 record.run.run_id,
                 record.run.display_name,
                 record.run.run_group,
+                record.run.job_type,
             )
             run.config.update(
                 {_item_key(i): json.loads(i.value_json) for i in record.run.config.update}
@@ -101,6 +143,19 @@ def read_run(path: str | Path) -> RunLog:
             run.history.append(
                 {_item_key(i): json.loads(i.value_json) for i in record.history.item}
             )
+        elif kind == "artifact":
+            artifact = record.artifact
+            run.artifacts.append(
+                ArtifactLog(
+                    name=artifact.name,
+                    type=artifact.type,
+                    aliases=list(artifact.aliases),
+                    metadata=json.loads(artifact.metadata) if artifact.metadata else {},
+                    files=[entry.path for entry in artifact.manifest.contents],
+                )
+            )
+        elif kind == "files":
+            run.files += [item.path for item in record.files.files]
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

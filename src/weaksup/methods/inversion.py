@@ -9,7 +9,8 @@ Validation and test are labeled: cross-entropy and accuracy, reported by the sup
 classifier this method extends, so the two compare on the same labels.
 
 At the end of training a figure of validation inputs beside their reconstruction at every
-level is saved in the run folder (`reconstructions.png`), and logged to W&B when it is on.
+level is saved in the run folder (`reconstructions.png`) and logged to W&B as
+`val/reconstructions`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 
 from weaksup.config.instantiate import build_node
@@ -28,6 +28,7 @@ from weaksup.data.datamodules import DataMetadata
 from weaksup.losses.classification import CrossEntropyLoss
 from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions
 from weaksup.methods.supervised import SupervisedClassifier
+from weaksup.plots.publish import publish_figure
 from weaksup.plots.reconstructions import plot_reconstructions
 
 RECONSTRUCTION_FIGURE = "reconstructions.png"
@@ -116,10 +117,9 @@ class InversionClassifier(SupervisedClassifier):
         inputs = examples.inputs[: self.num_plot_examples].to(self.device)
         levels, reconstructed = self.level_reconstructions(inputs)
         path = Path(self.trainer.default_root_dir) / RECONSTRUCTION_FIGURE
-        self.figure_path = plot_reconstructions(levels, reconstructed, path)
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("reconstructions", [str(self.figure_path)])
+        self.figure_path = publish_figure(
+            self, plot_reconstructions(levels, reconstructed, path), "val/reconstructions"
+        )
 
     def level_reconstructions(self, inputs: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Every level's input `z_l` and its reconstruction `ẑ_l` for `inputs`, in eval mode.

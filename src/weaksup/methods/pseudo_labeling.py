@@ -36,6 +36,7 @@ from weaksup.losses.pseudo_labels import (
 from weaksup.methods.manual import ManualOptimizationMethod
 from weaksup.plots.augmentations import save_augmentation_grid
 from weaksup.plots.decision_snapshots import BoundarySnapshot, Grid, plot_boundary_snapshots
+from weaksup.plots.publish import publish_figure
 
 AUGMENTATION_FIGURE = "augmentations.png"
 BOUNDARY_FIGURE = "decision_boundary.png"
@@ -206,9 +207,9 @@ class PseudoLabelMethod(ManualOptimizationMethod):
             return
         examples = splits.train.inputs[: 8 if len(self.input_shape) > 1 else 256]
         # The picture draws from its own seeded stream: the training views are not shifted.
-        save_augmentation_grid(
-            examples.to(self.device), self.views, Path(root) / AUGMENTATION_FIGURE
-        )
+        path = Path(root) / AUGMENTATION_FIGURE
+        saved = save_augmentation_grid(examples.to(self.device), self.views, path)
+        publish_figure(self, saved, "train/augmentations")
 
     # --- two-moons picture -------------------------------------------------------------------
 
@@ -247,7 +248,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
             return
         datamodule, splits = self._training_splits()
         labeled = splits.train.subset(datamodule.labeled_indices)
-        plot_boundary_snapshots(
+        saved = plot_boundary_snapshots(
             self._boundary_grid,
             self._boundary_snapshots,
             splits.train.inputs,
@@ -255,3 +256,4 @@ class PseudoLabelMethod(ManualOptimizationMethod):
             labeled.targets,
             Path(self.trainer.default_root_dir) / BOUNDARY_FIGURE,
         )
+        publish_figure(self, saved, "train/decision_boundary")

@@ -2,7 +2,7 @@
 
 Ilse et al. 2018 (Fig. 4/5) show MNIST-bags and histopathology bags this way: a positive bag's
 attention should sit on the target instances. `BagMosaicCallback` saves one such figure of a few
-test bags to the run folder after testing (and logs it to W&B when a `WandbLogger` is used).
+test bags to the run folder after testing and logs it to every W&B logger (`publish_figure`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from weaksup.files import atomic_save_figure
+from weaksup.plots.publish import publish_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,7 +101,7 @@ def pick_bags(bags: BagBatch, num_bags: int) -> Tensor:
 class BagMosaicCallback(pl.Callback):
     """After testing, draw `num_bags` test bags with their scores and attention weights.
 
-    Saves `<dirpath>/bag_mosaic.png`; logs it to W&B when a `WandbLogger` is attached.
+    Saves `<dirpath>/bag_mosaic.png` and logs it as `test/bag_mosaic` to every W&B logger.
 
     Args:
         dirpath: folder of the figure (created).
@@ -141,10 +141,10 @@ class BagMosaicCallback(pl.Callback):
             None if attention is None else attention.cpu(),
             self.max_instances,
         )
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        self.path = self.dirpath / "bag_mosaic.png"
-        atomic_save_figure(figure, self.path, dpi=110)
-        plt.close(figure)
-        for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                logger.log_image(key="test/bag_mosaic", images=[str(self.path)])
+        self.path = publish_figure(
+            trainer,
+            figure,
+            "test/bag_mosaic",
+            path=self.dirpath.resolve() / "bag_mosaic.png",
+            dpi=110,
+        )
