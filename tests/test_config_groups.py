@@ -165,4 +165,6 @@ def test_every_group_folder_is_covered() -> None:
     folders = {
         entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("_")
     }
-    assert folders - set(GROUPS) <= {"hydra", "paths", "__pycache__"}
+    # augment: pulled in by the methods that use it (tests/augment/test_config.py composes each
+    # option with method=smpl); hparams_search: sweeper settings (tests/test_sweeps.py).
+    assert folders - set(GROUPS) <= {"hydra", "paths", "__pycache__", "augment", "hparams_search"}
