@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_non_zero(
     assert printed.count("multirun summary: ") == 1
     assert printed[printed.index("multirun summary: ") :].splitlines() == [
         "multirun summary: 1 of 2 jobs finished; the test value of monitor.metric,"
-        " mean ± std over seed",
+        " mean ± std over seed, data.source.fold, data.source.split_seed",  # none set: all
         "| optimizer.lr | n | test/acc |",
         "|---|---|---|",
         f"| 0.01 | 1 | {good_acc:.4f} |",
@@ -188,3 +189,50 @@ def test_job_folders_are_short_safe_names_whatever_the_overrides(
         ("0", "1", "completed"),
         ("1", "2", "completed"),
     ]
+
+
+def test_a_cross_validation_sweep_summarises_as_one_row(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 17: `experiment=mil_musk1` (2 repetitions x 2 folds here) is one row: mean ± std
+    over every fold, and the std of the repetition means (each the mean over its folds)."""
+    sweep_dir = tmp_path / "sweep"
+    _run_multirun(
+        monkeypatch,
+        sweep_dir,
+        "experiment=mil_musk1",
+        "data.source.split_seed=0,1",
+        "data.source.fold=0,1",
+        "pooling=attention",
+        "trainer.max_epochs=1",
+        "callbacks.bag_mosaic=null",
+    )
+
+    accuracy = {}
+    for job_dir in _job_dirs(sweep_dir):
+        overrides = dict(item.split("=", 1) for item in _overrides(job_dir))
+        key = (overrides["data.source.split_seed"], overrides["data.source.fold"])
+        accuracy[key] = json.loads((job_dir / "metrics.json").read_text())["test"]["test/acc"]
+    assert sorted(accuracy) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    every_fold = list(accuracy.values())
+    repetition_means = [(accuracy[(r, "0")] + accuracy[(r, "1")]) / 2 for r in ("0", "1")]
+
+    (row,) = _read_csv(sweep_dir / "summary.csv")
+    assert row["n"] == "4" and row["repetitions"] == "2"
+    assert float(row["test/acc_mean"]) == pytest.approx(sum(every_fold) / 4)
+    assert float(row["test/acc_std"]) == pytest.approx(statistics.stdev(every_fold))
+    assert float(row["test/acc_rep_std"]) == pytest.approx(statistics.stdev(repetition_means))
+    cell = (
+        f"{float(row['test/acc_mean']):.4f} ± {float(row['test/acc_std']):.4f}"
+        f" (± {float(row['test/acc_rep_std']):.4f})"
+    )
+    printed = capsys.readouterr().out
+    report = printed[printed.index("multirun summary: 4 of 4 jobs finished") :].splitlines()
+    assert report[0].endswith(
+        "mean ± std over data.source.fold, data.source.split_seed"
+        " (± the std of the repetition means)"
+    )
+    # The test value of monitor.metric (train/loss_epoch -> test/loss) in the terminal; the
+    # files hold every metric.
+    assert report[1] == "| n | reps | test/loss |"
+    assert f"| 4 | 2 | {cell} |" in (sweep_dir / "summary.md").read_text()

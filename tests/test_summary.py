@@ -179,8 +179,68 @@ def test_cross_validation_folds_can_be_repetitions(tmp_path: Path) -> None:
     ignore = ["seed", "data.source.fold", "data.source.split_seed"]
     (row,) = write_sweep_summary(tmp_path, ignore_keys=ignore).rows
     assert row["n"] == 3 and row["test/acc_mean"] == pytest.approx(0.8)
-    assert MultirunSummary(group_by_ignore=[]).group_by_ignore == []  # not the default [seed]
-    assert MultirunSummary().group_by_ignore == ["seed"]
+    assert "repetitions" not in row  # no fold keys given: no repetition means
+    assert MultirunSummary(group_by_ignore=[]).group_by_ignore == []  # not the default
+
+
+def test_cross_validation_rows_give_the_std_of_the_repetition_means(tmp_path: Path) -> None:
+    """Issue 17: by default the seed, fold and split seed are repetitions; a row gives the mean
+    ± std over every fold and the std of the means of the repetitions (split seeds)."""
+    accuracies = {  # (pooling, split seed) -> accuracy of folds 0, 1
+        ("attention", 0): (0.9, 0.7),
+        ("attention", 1): (0.6, 0.8),
+        ("gated_attention", 0): (1.0, 0.8),
+        ("gated_attention", 1): (0.8, 0.8),
+    }
+    number = 0
+    for (pooling, split_seed), per_fold in accuracies.items():
+        for fold, acc in enumerate(per_fold):
+            overrides = [f"pooling={pooling}", f"data.source.split_seed={split_seed}"]
+            _job(tmp_path, str(number), [*overrides, f"data.source.fold={fold}"], {"test/acc": acc})
+            number += 1
+    callback = MultirunSummary()
+    assert callback.group_by_ignore == ["seed", "data.source.fold", "data.source.split_seed"]
+    assert callback.fold_keys == ["data.source.fold"]
+
+    summary = callback.rebuild(tmp_path, ".hydra")
+
+    assert summary is not None
+    rows = {row["pooling"]: row for row in summary.rows}
+    assert rows["attention"]["n"] == 4 and rows["attention"]["repetitions"] == 2
+    assert rows["attention"]["test/acc_mean"] == pytest.approx(0.75)
+    assert rows["attention"]["test/acc_std"] == pytest.approx(0.1290994)  # over the 4 folds
+    assert rows["attention"]["test/acc_rep_std"] == pytest.approx(0.0707107)  # of 0.8 and 0.7
+    assert rows["gated_attention"]["test/acc_rep_std"] == pytest.approx(0.0707107)  # 0.9, 0.8
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert lines[:4] == [
+        "| pooling | n | reps | test/acc |",
+        "|---|---|---|---|",
+        "| attention | 4 | 2 | 0.7500 ± 0.1291 (± 0.0707) |",
+        "| gated_attention | 4 | 2 | 0.8500 ± 0.1000 (± 0.0707) |",
+    ]
+    assert lines[5:7] == [
+        "Mean ± std over the jobs that differ only in `data.source.fold`,"
+        " `data.source.split_seed`; n=1: the value.",
+        "(± ...): the std of the means of the `reps` repetitions, each the mean over the folds"
+        " (`data.source.fold`).",
+    ]
+    csv_row = _csv(tmp_path / "summary.csv")[0]
+    assert csv_row["repetitions"] == "2" and float(csv_row["test/acc_rep_std"]) == pytest.approx(
+        0.0707107
+    )
+    assert (
+        sweep_report(summary)
+        .splitlines()[0]
+        .endswith(
+            "mean ± std over data.source.fold, data.source.split_seed"
+            " (± the std of the repetition means)"
+        )
+    )
+
+    # group_by_ignore=[seed]: a row per fold, no repetition means.
+    per_fold = MultirunSummary(group_by_ignore=["seed"]).rebuild(tmp_path, ".hydra")
+    assert per_fold is not None and len(per_fold.rows) == 8
+    assert all("repetitions" not in row for row in per_fold.rows)
 
 
 def test_an_error_file_outranks_an_earlier_runs_metrics_and_success_removes_it(

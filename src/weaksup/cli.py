@@ -1,7 +1,8 @@
 """The console entry points' shared wrapper around `hydra.main`: it owns how errors reach the user.
 
 `weaksup-train`, `weaksup-eval` and `weaksup-predict` are each a plain task function
-(`train(cfg)`, `evaluate(cfg)`, `predict(cfg)`) behind `hydra_entry_point`.
+(`train(cfg)`, `evaluate(cfg)`, `predict(cfg)`) behind `hydra_entry_point`; `weaksup-report`
+parses its own arguments, behind `script_entry_point`.
 
 An error that says what to fix (a `ConfigError`, a `ValueError`/`FileNotFoundError` raised by
 our own code, a `NonFiniteLossError`) prints as one line, `ConfigError: ...`, and exits 1;
@@ -19,26 +20,39 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser  # the parser `hydra.main` reads argv with
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, ConfigCompositionException, InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from weaksup.config.validation import ConfigError, unknown_key_error
+from weaksup.config.validation import (
+    ConfigError,
+    check_added_top_level_keys,
+    unknown_key_error,
+)
 from weaksup.hydra_callbacks import print_stopped_multirun_summary
-from weaksup.methods.base import NonFiniteLossError
+from weaksup.run_folder import remove_if_only_hydra_files
+from weaksup.threads import threads_of_run, torch_threads
 
 CONFIG_MODULE = "weaksup.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 # Hydra's switch for complete stack traces; while it is "1", Hydra re-raises instead of exiting.
 FULL_ERROR = "HYDRA_FULL_ERROR"
-# Errors that say what to fix, whoever raised them: one line, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, NonFiniteLossError)
+# Errors that say what to fix, whoever raised them: one line, no traceback (with
+# `weaksup.methods.base.NonFiniteLossError`, looked up only once a method has been imported,
+# so that commands that train nothing, `weaksup-report`, do not import torch to start).
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)
+_METHODS_MODULE = "weaksup.methods.base"
 # Errors that say what to fix when our own code raised them (constructors checking values,
 # readers missing a file); raised inside a library they are unexpected and keep their traceback.
 OWN_CODE_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError)
@@ -55,14 +69,17 @@ def hydra_entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Ca
         # Hydra names the job (and its log file) after the wrapped task's module: train, eval, ...
         @functools.wraps(task)
         def run_task(cfg: DictConfig) -> Any:
-            # The task sees the user's environment (DDP re-launches the command with it).
-            with _environment(FULL_ERROR, user_setting):
+            _check_search_runs_as_multirun()
+            # The task sees the user's environment (DDP re-launches the command with it), and
+            # runs on its share of torch threads (`num_threads`, see weaksup.threads).
+            with _environment(FULL_ERROR, user_setting), torch_threads(threads_of_run(cfg)):
                 return task(cfg)
 
         hydra_main = hydra.main(
             version_base="1.3", config_path=CONFIG_PATH, config_name=config_name
         )(run_task)
         try:
+            _check_added_top_level_keys(config_name)  # before any job of a sweep starts
             # Hydra's `run_and_report` would print its own report and `sys.exit(1)` before we
             # see a composition error; with its full-error switch on it re-raises instead.
             with _environment(FULL_ERROR, "1"):
@@ -78,6 +95,25 @@ def hydra_entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Ca
             raise
 
     main.__doc__ = f"Compose `{config_name}.yaml` from the command line and run {task.__name__}."
+    return main
+
+
+def script_entry_point(task: Callable[[], Any]) -> Callable[[], None]:
+    """A console-script `main()` for a command that is not a Hydra app (`weaksup-report`, which
+    parses its own arguments): its errors reach the user as those of `hydra_entry_point` do."""
+
+    def main() -> None:
+        try:
+            task()
+        except Exception as error:
+            if os.environ.get(FULL_ERROR) == "1":
+                raise
+            _exit_if_expected(error)
+            raise
+
+    main.__doc__ = (
+        f"Run {getattr(task, '__name__', 'the command')} on the command line's arguments."
+    )
     return main
 
 
@@ -118,7 +154,9 @@ def _exit_if_expected(error: Exception) -> None:
 
 
 def _is_user_error(error: Exception) -> bool:
-    if isinstance(error, USER_ERRORS):
+    methods = sys.modules.get(_METHODS_MODULE)  # not imported: no NonFiniteLossError raised
+    user_errors = (*USER_ERRORS, methods.NonFiniteLossError) if methods else USER_ERRORS
+    if isinstance(error, user_errors):
         return True
     return isinstance(error, OWN_CODE_ERRORS) and _raised_in_package(error)
 
@@ -131,6 +169,48 @@ def _raised_in_package(error: BaseException) -> bool:
         frame_module = str(traceback.tb_frame.f_globals.get("__name__", ""))
         traceback = traceback.tb_next
     return frame_module.partition(".")[0] == PACKAGE
+
+
+def _check_search_runs_as_multirun() -> None:
+    """`hparams_search=...` configures the Optuna sweeper, which only runs with `-m`; without
+    it Hydra would train one plain job of the experiment the search starts from."""
+    hydra_cfg = HydraConfig.get()
+    search = hydra_cfg.runtime.choices.get("hparams_search")
+    if search is not None and hydra_cfg.mode == RunMode.RUN:
+        remove_if_only_hydra_files(Path(hydra_cfg.runtime.output_dir))  # nothing ran
+        raise ConfigError(
+            f"hparams_search={search} configures an Optuna study, which runs as a multirun: "
+            f"weaksup-train -m hparams_search={search} ..."
+        )
+
+
+def _check_added_top_level_keys(config_name: str) -> None:
+    """`+key=...` on the command line for a top-level key that is neither a key of the entry
+    config nor a config group: a `ConfigError` listing them (see `check_added_top_level_keys`).
+    Overrides Hydra cannot parse are left for Hydra to report."""
+    args = get_args_parser().parse_args()
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:
+        return
+    added = [
+        (str(override.key_or_group), str(override.input_line))
+        for override in overrides
+        if (override.is_add() or override.is_force_add())
+        and override.package is None
+        and not re.search(r"[./]", str(override.key_or_group))
+    ]
+    if added:
+        check_added_top_level_keys(added, top_level_keys(args.config_name or config_name))
+
+
+def top_level_keys(config_name: str) -> list[str]:
+    """The keys of the shipped entry config `config_name` (`train`, `eval`, `predict`), its
+    config groups (the folders of the config tree) and `hydra`, sorted."""
+    root = resources.files(CONFIG_MODULE)
+    entry = yaml.safe_load((root / f"{config_name}.yaml").read_text()) or {}
+    groups = [item.name for item in root.iterdir() if item.is_dir() and item.name[0] not in "_."]
+    return sorted({*(str(key) for key in entry if key != "defaults"), *groups, "hydra"})
 
 
 def _explain_unknown_key(error: Exception, config_name: str) -> ConfigError | None:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from weaksup.files import atomic_write_text
 from weaksup.results import (
     ERROR_FILE,
+    FOLD_KEYS,
+    REPETITION_KEYS,
     SUMMARY_MARKDOWN,
     SweepSummary,
     error_line,
@@ -33,9 +35,12 @@ SUMMARY_LOCK = ".summary.lock"
 class MultirunSummary(Callback):
     """`summary.md`, `summary.csv` and `jobs.csv` of a multirun (see `write_sweep_summary`).
 
-    Jobs that differ only in `group_by_ignore` (override keys, the seed by default) are
-    repetitions of one configuration: one row, mean ± std. A failed job writes `error.txt`
-    (its error, then the traceback) into its folder and is listed with that error.
+    Jobs that differ only in `group_by_ignore` (override keys; by default the seed and the fold
+    and split seed of cross-validation, `results.REPETITION_KEYS`) are repetitions of one
+    configuration: one row, mean ± std. Jobs of one row that differ only in `fold_keys` (the
+    fold) are one repetition of a cross-validation: the row also gives the std of the
+    repetition means. A failed job writes `error.txt` (its error, then the traceback) into its
+    folder and is listed with that error.
 
     The summary is rebuilt from the job folders at the end of every job, in the job's own
     process, and at the end of the multirun: Hydra's basic sweeper raises a failed job's
@@ -43,8 +48,11 @@ class MultirunSummary(Callback):
     worker processes, so the end of the multirun alone would lose it.
     """
 
-    def __init__(self, group_by_ignore: Sequence[str] | None = None) -> None:
-        self.group_by_ignore = list(["seed"] if group_by_ignore is None else group_by_ignore)
+    def __init__(
+        self, group_by_ignore: Sequence[str] | None = None, fold_keys: Sequence[str] | None = None
+    ) -> None:
+        self.group_by_ignore = list(REPETITION_KEYS if group_by_ignore is None else group_by_ignore)
+        self.fold_keys = list(FOLD_KEYS if fold_keys is None else fold_keys)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_multirun
@@ -73,6 +81,9 @@ class MultirunSummary(Callback):
             print(f"multirun summary: no job folder under {config.hydra.sweep.dir}")
             return
         print(sweep_report(summary))
+        from weaksup.run_logging import log_sweep_summary  # imported late: it loads wandb
+
+        log_sweep_summary(summary.sweep_dir, config.get("logger"))
 
     def rebuild(self, sweep_dir: Path, output_subdir: str | None) -> SweepSummary | None:
         """Rewrite the summary files from the job folders; `None` when there is nothing to
@@ -80,7 +91,9 @@ class MultirunSummary(Callback):
         if output_subdir is None or not sweep_dir.is_dir():
             return None
         with _exclusive(sweep_dir / SUMMARY_LOCK):
-            return write_sweep_summary(sweep_dir, self.group_by_ignore, output_subdir)
+            return write_sweep_summary(
+                sweep_dir, self.group_by_ignore, output_subdir, self.fold_keys
+            )
 
 
 # The multirun this process started and Hydra has not ended: Hydra gives the entry point no

@@ -33,6 +33,12 @@ JOBS_CSV = "jobs.csv"
 # libyaml's loader when PyYAML has it: the summary reads every job's overrides after every job.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# Override keys whose jobs repeat one configuration (one summary row, mean ± std): the seed,
+# and the fold and split seed of cross-validation (`conf/data/musk1.yaml`). Of those, the
+# fold keys are averaged within one repetition first (see `summarize_jobs`).
+REPETITION_KEYS = ("seed", "data.source.fold", "data.source.split_seed")
+FOLD_KEYS = ("data.source.fold",)
+
 COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
 UNFINISHED_ERROR = (
     f"no {METRICS_FILE} and no {ERROR_FILE}: still running, killed, or a task without metrics"
@@ -78,28 +84,70 @@ def print_results(
 
 
 def summarize_jobs(
-    jobs: Sequence[tuple[Mapping[str, str], Mapping[str, float]]], ignore_keys: Sequence[str]
+    jobs: Sequence[tuple[Mapping[str, str], Mapping[str, float]]],
+    ignore_keys: Sequence[str],
+    fold_keys: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Mean and std of every metric over jobs that differ only in `ignore_keys` (e.g. the seed).
 
     Each job is `(overrides, metrics)`; a row per configuration, in order of first appearance:
-    its overrides, the job count `n`, and `<metric>_mean` / `<metric>_std` (sample std; 0 for
-    one job). Non-finite values are left out of the statistics.
+    its overrides, the job count `n`, and `<metric>_mean` / `<metric>_std` (sample std over
+    every job; 0 for one job). Non-finite values are left out of the statistics.
+
+    Cross-validation: when the jobs of a row set a key of `fold_keys` (which should also be in
+    `ignore_keys`), the jobs that differ only in those keys form one repetition (e.g. the 10
+    folds of one `data.source.split_seed`), and the row also gets `repetitions` (their count)
+    and `<metric>_rep_std`, the sample std of the repetition means (0 for one repetition), as
+    MIL papers report 5 x 10-fold cross-validation (Ilse et al. 2018, Sec. 5.1).
     """
-    groups: dict[tuple[tuple[str, str], ...], list[Mapping[str, float]]] = {}
+    fold_keys = [key for key in fold_keys if key in ignore_keys]  # a fold row is no repetition
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[Mapping[str, str], Mapping[str, float]]]]
+    groups = {}
     for overrides, metrics in jobs:
         key = tuple(sorted((k, v) for k, v in overrides.items() if k not in ignore_keys))
-        groups.setdefault(key, []).append(metrics)
+        groups.setdefault(key, []).append((overrides, metrics))
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = {**dict(key), "n": len(members)}
-        for name in sorted({name for metrics in members for name in metrics}):
-            values = [m[name] for m in members if name in m and math.isfinite(m[name])]
-            if values:
-                row[f"{name}_mean"] = statistics.fmean(values)
-                row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        repetitions = _repetitions(members, fold_keys)
+        if repetitions is not None:
+            row["repetitions"] = len(repetitions)
+        for name in sorted({name for _, metrics in members for name in metrics}):
+            values = _finite_values(members, name)
+            if not values:
+                continue
+            row[f"{name}_mean"] = statistics.fmean(values)
+            row[f"{name}_std"] = _sample_std(values)
+            if repetitions is not None:
+                per_repetition = (_finite_values(repetition, name) for repetition in repetitions)
+                means = [statistics.fmean(values) for values in per_repetition if values]
+                row[f"{name}_rep_std"] = _sample_std(means)
         rows.append(row)
     return rows
+
+
+def _repetitions(
+    members: Sequence[tuple[Mapping[str, str], Mapping[str, float]]], fold_keys: Sequence[str]
+) -> list[list[tuple[Mapping[str, str], Mapping[str, float]]]] | None:
+    """The jobs of one row split into repetitions (same overrides but the fold keys); None when
+    no job sets a fold key (no cross-validation)."""
+    if not any(key in overrides for overrides, _ in members for key in fold_keys):
+        return None
+    repetitions: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+    for overrides, metrics in members:
+        key = tuple(sorted((k, v) for k, v in overrides.items() if k not in fold_keys))
+        repetitions.setdefault(key, []).append((overrides, metrics))
+    return list(repetitions.values())
+
+
+def _finite_values(
+    members: Sequence[tuple[Mapping[str, str], Mapping[str, float]]], name: str
+) -> list[float]:
+    return [m[name] for _, m in members if name in m and math.isfinite(m[name])]
+
+
+def _sample_std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 # --- multirun summaries -------------------------------------------------------------------
@@ -129,6 +177,18 @@ class SweepSummary:
     jobs: list[JobResult]
     rows: list[dict[str, Any]]
     ignore_keys: list[str]
+    fold_keys: list[str] = field(default_factory=list)
+
+    @property
+    def repetition_keys(self) -> list[str]:
+        """The keys of `ignore_keys` some job sets (all of them when no job sets any)."""
+        present = [key for key in self.ignore_keys if key in _override_keys(self.jobs)]
+        return present or self.ignore_keys
+
+    @property
+    def cross_validated(self) -> bool:
+        """Whether some row averages repetitions of folds (see `summarize_jobs`)."""
+        return any(row.get("repetitions", 0) > 1 for row in self.rows)
 
     @property
     def failed(self) -> list[JobResult]:
@@ -202,8 +262,29 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def summarize_sweep(
+    sweep_dir: Path,
+    jobs: Sequence[JobResult],
+    ignore_keys: Sequence[str],
+    fold_keys: Sequence[str] = (),
+) -> SweepSummary:
+    """The rows of `summarize_jobs` over the finished ones of `jobs`, with the jobs themselves."""
+    finished = [(job.overrides, job.metrics) for job in jobs if job.status == COMPLETED]
+    rows = summarize_jobs(finished, ignore_keys, fold_keys)
+    return SweepSummary(sweep_dir, list(jobs), rows, list(ignore_keys), list(fold_keys))
+
+
+def write_summary_tables(summary: SweepSummary, summary_csv: Path, jobs_csv: Path) -> None:
+    """The rows of `summary` (a configuration each) and its jobs (one each) as CSV files."""
+    _write_csv(summary_csv, summary.rows)
+    _write_csv(jobs_csv, [_job_row(job) for job in summary.jobs])
+
+
 def write_sweep_summary(
-    sweep_dir: Path, ignore_keys: Sequence[str], output_subdir: str = ".hydra"
+    sweep_dir: Path,
+    ignore_keys: Sequence[str],
+    output_subdir: str = ".hydra",
+    fold_keys: Sequence[str] = (),
 ) -> SweepSummary:
     """Rebuild `summary.csv`, `summary.md` and `jobs.csv` of `sweep_dir` from its job folders.
 
@@ -212,16 +293,13 @@ def write_sweep_summary(
     over the finished jobs. `jobs.csv`: a row per job: `job` (its folder), `status`
     (completed, failed, unfinished), `error`, its overrides and test metrics. `summary.md`: the
     table of `summary.csv` with the overrides that vary, then the failed jobs with their errors.
+    With `fold_keys` (cross-validation), rows also hold the std of the repetition means.
     """
     jobs = collect_jobs(sweep_dir, output_subdir)
+    summary = summarize_sweep(sweep_dir, jobs, ignore_keys, fold_keys)
     if not jobs:
-        return SweepSummary(sweep_dir, [], [], list(ignore_keys))
-    finished = [(job.overrides, job.metrics) for job in jobs if job.status == COMPLETED]
-    summary = SweepSummary(
-        sweep_dir, jobs, summarize_jobs(finished, ignore_keys), list(ignore_keys)
-    )
-    _write_csv(sweep_dir / SUMMARY_CSV, summary.rows)
-    _write_csv(sweep_dir / JOBS_CSV, [_job_row(job) for job in jobs])
+        return summary
+    write_summary_tables(summary, sweep_dir / SUMMARY_CSV, sweep_dir / JOBS_CSV)
     atomic_write_text(sweep_dir / SUMMARY_MARKDOWN, summary_markdown(summary))
     return summary
 
@@ -267,12 +345,19 @@ def monitored_test_metric(monitor: str) -> str:
 
 
 def format_mean_std(row: Mapping[str, Any], metric: str) -> str:
-    """`0.8123 ± 0.0100` over several jobs; the plain value for one job (n=1); empty if missing."""
+    """`0.8123 ± 0.0100` over several jobs; the plain value for one job (n=1); empty if missing.
+
+    Over several repetitions of cross-validation, the std of the repetition means follows in
+    parentheses: `0.8900 ± 0.0800 (± 0.0120)`.
+    """
     if f"{metric}_mean" not in row:
         return ""
     if row["n"] == 1:
         return f"{row[f'{metric}_mean']:.4f}"
-    return f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}"
+    text = f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}"
+    if row.get("repetitions", 0) > 1 and f"{metric}_rep_std" in row:
+        text += f" (± {row[f'{metric}_rep_std']:.4f})"
+    return text
 
 
 def summary_markdown(summary: SweepSummary) -> str:
@@ -282,8 +367,14 @@ def summary_markdown(summary: SweepSummary) -> str:
     if shared and summary.jobs:
         first = summary.jobs[0].overrides
         lines += ["", "Overrides of every job: " + " ".join(f"`{k}={first[k]}`" for k in shared)]
-    repetitions = ", ".join(f"`{k}`" for k in summary.ignore_keys) or "nothing"
+    repetitions = ", ".join(f"`{k}`" for k in summary.repetition_keys) or "nothing"
     lines += ["", f"Mean ± std over the jobs that differ only in {repetitions}; n=1: the value."]
+    if summary.cross_validated:
+        folds = ", ".join(f"`{k}`" for k in summary.fold_keys)
+        lines += [
+            "(± ...): the std of the means of the `reps` repetitions, each the mean over the"
+            f" folds ({folds})."
+        ]
     if summary.failed:
         lines += ["", "## Failed jobs", "", *_failed_table(summary)]
     return "\n".join(lines) + "\n"
@@ -299,10 +390,11 @@ def sweep_report(summary: SweepSummary) -> str:
     if not monitors:
         metrics = _metric_names(summary.rows)
     finished = len(summary.jobs) - len(summary.failed)
-    repetitions = ", ".join(summary.ignore_keys) or "nothing"
+    repetitions = ", ".join(summary.repetition_keys) or "nothing"
     lines = [
         f"multirun summary: {finished} of {len(summary.jobs)} jobs finished; the test value of"
         f" monitor.metric, mean ± std over {repetitions}"
+        + (" (± the std of the repetition means)" if summary.cross_validated else "")
     ]
     if summary.rows:
         lines += _summary_table(summary, metrics)
@@ -320,13 +412,14 @@ def _metric_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _summary_table(summary: SweepSummary, metrics: Sequence[str]) -> list[str]:
     columns = [k for k in varying_keys(summary.jobs) if k not in summary.ignore_keys]
+    counts = ["n", "reps"] if summary.cross_validated else ["n"]
     body = [
         [str(row.get(c, "")) for c in columns]
-        + [str(row["n"])]
+        + [str(row.get(count, "")) for count in ("n", "repetitions")[: len(counts)]]
         + [format_mean_std(row, m) for m in metrics]
         for row in summary.rows
     ]
-    return markdown_table([*columns, "n", *metrics], body)
+    return markdown_table([*columns, *counts, *metrics], body)
 
 
 def _failed_table(summary: SweepSummary) -> list[str]:

@@ -58,6 +58,7 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "trainer.log_every_n_steps",
     "trainer.num_sanity_val_steps",
     "data.num_workers",
+    "num_threads",
 )
 
 

@@ -68,6 +68,7 @@ def check_sweeper_objective(cfg: DictConfig) -> None:
     if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.endswith("BasicSweeper"):
         return
     monitor = str(cfg.monitor.metric)
+    check_sweeper_direction(cfg, sweeper, hydra_cfg.sweeper.get("direction"))
     every, epochs = cfg.trainer.get("check_val_every_n_epoch"), cfg.trainer.get("max_epochs")
     if cfg.trainer.get("limit_val_batches") == 0:
         reason = "trainer.limit_val_batches=0 runs no validation"
@@ -79,6 +80,24 @@ def check_sweeper_objective(cfg: DictConfig) -> None:
         raise ConfigError(
             f"the sweeper {sweeper.rsplit('.', 1)[-1]} optimises {monitor}, but {reason}, so "
             "no score would come back; let validation run, or monitor a train/ metric"
+        )
+
+
+def check_sweeper_direction(cfg: DictConfig, sweeper: str, direction: Any) -> None:
+    """An Optuna study must maximise a score that `monitor.mode=max` says is better when larger.
+
+    Optuna minimises by default, so a hand-written `hydra/sweeper=optuna` on `val/acc` would keep
+    the worst trial (`hparams_search=...` options set the direction from `monitor.mode`).
+    """
+    if not sweeper.endswith("OptunaSweeper") or direction is None:
+        return
+    wanted = {"max": "maximize", "min": "minimize"}[str(cfg.monitor.mode)]
+    given = str(getattr(direction, "name", direction)).lower()
+    if given != wanted:
+        raise ConfigError(
+            f"hydra.sweeper.direction={given} but monitor.mode={cfg.monitor.mode} "
+            f"({cfg.monitor.metric}): the study would keep the worst trial; set "
+            f"hydra.sweeper.direction={wanted} (or use an hparams_search= option, which sets it)"
         )
 
 

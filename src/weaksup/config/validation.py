@@ -103,6 +103,24 @@ def unknown_key_error(node: DictConfig, path: str, key: str) -> ConfigError:
     return ConfigError(message)
 
 
+def check_added_top_level_keys(
+    overrides: Iterable[tuple[str, str]], allowed: Sequence[str]
+) -> None:
+    """Refuse `+key=...` / `++key=...` that add a top-level key the config does not have.
+
+    `overrides` are `(key, override as typed)`; `allowed` the config's top-level keys and
+    config groups. Hydra accepts such a key and nothing reads it: `+hparams_search=optuna`
+    would run one plain job, `+num_thread=1` change nothing.
+    """
+    for key, override in overrides:
+        if key in allowed:
+            continue
+        message = f"unknown top-level key '{key}' ({override}): nothing reads it"
+        close_matches = difflib.get_close_matches(key, allowed, n=3, cutoff=0.75)
+        message += f"; did you mean {_join_or(close_matches)}?" if close_matches else "."
+        raise ConfigError(f"{message} Top-level keys and config groups: {', '.join(allowed)}")
+
+
 def _target_nodes(node: Any, path: str) -> Iterable[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
