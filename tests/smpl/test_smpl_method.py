@@ -68,6 +68,37 @@ def test_trains_through_the_entry_point_with_its_pictures(
     )
 
 
+@pytest.mark.parametrize("method", ["smpl", "mpl"])
+def test_weaksup_eval_scores_the_checkpoint_with_its_ema_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_entry_point, method: str
+) -> None:
+    """The EMA buffers are in the checkpoint: `weaksup-eval` needs nothing else and gives the
+    test score of training, which the live weights do not."""
+    from weaksup.eval import main as eval_main  # noqa: PLC0415
+
+    results = _train(monkeypatch, tmp_path / "run", method, "trainer.max_epochs=3")
+    checkpoint = results["best_checkpoint"]
+    result = run_entry_point(
+        eval_main,
+        f"ckpt_path={checkpoint}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        *QUIET_OVERRIDES[:2],
+    )
+    assert result.code == 0, result.text
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    assert evaluated["test/loss"] == pytest.approx(results["test"]["test/loss"], rel=1e-5)
+    weights = read_checkpoint(checkpoint)["state_dict"]
+    average = {k: v for k, v in weights.items() if k.startswith("weight_average.")}
+    live_name = "network" if method == "smpl" else "student"
+    live = {k: v for k, v in weights.items() if k.startswith(f"{live_name}.")}
+    assert average and len(average) <= len(live)
+    assert any(
+        not torch.equal(value, live[f"{live_name}." + name.split(".", 1)[1].replace("/", ".")])
+        for name, value in average.items()
+        if f"{live_name}." + name.split(".", 1)[1].replace("/", ".") in live
+    )
+
+
 def _reward_of_first_step(monkeypatch, run_dir: Path, *overrides: str) -> float:
     _train(
         monkeypatch,
