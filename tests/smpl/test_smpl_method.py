@@ -74,7 +74,7 @@ def test_weaksup_eval_scores_the_checkpoint_with_its_ema_weights(
 ) -> None:
     """The EMA buffers are in the checkpoint: `weaksup-eval` needs nothing else and gives the
     test score of training, which the live weights do not."""
-    from weaksup.eval import main as eval_main  # noqa: PLC0415
+    from weaksup.eval import main as eval_main
 
     results = _train(monkeypatch, tmp_path / "run", method, "trainer.max_epochs=3")
     checkpoint = results["best_checkpoint"]
