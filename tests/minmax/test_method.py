@@ -60,6 +60,7 @@ def test_projection_holds_after_every_optimizer_step(tmp_path: Path, distance: s
         tmp_path,
         "method.loss.form=full",
         f"method.loss.distance={distance}",
+        "method.tag_rule.rule=fixed",  # the default midpoint rule measures cosines
         "method.loss.constraint=projection",
         f"method.loss.constraint_bound={bound}",
         "method.embedding_init_range=2.0",

@@ -23,6 +23,19 @@ Two forms:
 - ``full`` — the objective above without sampling: the pull over every tag of every sample and
   the push over every ordered pair of classes (averaged), ``pull − push_weight · push``.
 
+Push target and C ≥ 3 classes (docs/minmax.md, "Three or more tags"). The post's target −1 is
+reachable only for two classes: C unit vectors have `Σ_{i≠j} cos(E_i, E_j) = ‖Σ_i Ê_i‖² − C ≥ −C`,
+so their mean pairwise cosine is at least ``−1/(C−1)``, reached by the regular simplex (any
+dimension ≥ C−1). With the target −1 and C ≥ 3 the push is never satisfied: the centred simplex
+(``Σ_i Ê_i = 0``) is where it settles, and there the C cosines of *any* feature sum to 0, so no
+point can be positive for all of them. The common points' pull lifts the table off that
+simplex (towards their own direction), but the push resists with ``2(cos + 1) ≈ 1`` per pair,
+so the lift stays small (measured: cos ≈ −0.46 for C = 3) and the common points end near cos 0
+with all their tags on a knife edge. ``push_target="simplex"`` uses ``−1/(C−1)`` instead: the
+most separated reachable configuration, whose resistance ``2(cos + 1/(C−1))`` vanishes there,
+as the post's −1 does for C = 2 (where the pull and the push balance at cos −0.81). For C = 2 it
+*is* −1, so the two-tag case is the post's loss unchanged.
+
 Distances (``DISTANCES``), all ``D(a, b)`` of two rows:
 
 - ``cosine``: ``1 − cos(a, b)`` in [0, 2] (bounded: needs no constraint).
@@ -51,10 +64,35 @@ from torch import Tensor, nn
 
 DISTANCES = ("cosine", "l2", "l1", "kl")
 FORMS = ("sampled", "full")
+#: Named push targets of the sampled form (a number is used as given).
+PUSH_TARGETS = ("simplex",)
 CONSTRAINTS = ("none", "projection", "penalty")
 #: Distances whose spread Σ D(E_i, E_j) is unbounded, so the push needs the constraint.
 UNBOUNDED_DISTANCES = ("l2", "l1", "kl")
 COSINE_EPS = 1e-8
+
+
+def simplex_cosine(num_classes: int) -> float:
+    """`−1/(C−1)`: the pairwise cosine of C unit vectors spread as a regular simplex.
+
+    The lowest mean pairwise cosine C unit vectors can have (`‖Σ Ê_i‖² ≥ 0`), hence the most
+    separated class table that exists; −1 for two classes (the post's target).
+    """
+    if num_classes < 2:
+        raise ValueError(f"a simplex needs at least 2 classes, got {num_classes}")
+    return -1.0 / (num_classes - 1)
+
+
+def resolve_push_target(push_target: float | str, num_classes: int) -> float:
+    """The push target as a number: `"simplex"` gives `simplex_cosine(C)`, a number is kept."""
+    if isinstance(push_target, str):
+        if push_target not in PUSH_TARGETS:
+            raise ValueError(
+                f"method.loss.push_target={push_target!r} is unknown; allowed: a number or "
+                f"{', '.join(PUSH_TARGETS)}"
+            )
+        return simplex_cosine(num_classes)
+    return float(push_target)
 
 
 def check_distance(distance: str, key: str = "distance") -> str:
@@ -269,7 +307,9 @@ class MinMaxLoss(nn.Module):
         form: `"sampled"` (the post's two MSE outputs) or `"full"` (all tags, all class pairs).
         push_weight: weight of the push term (sampled: of its MSE; full: of the mean spread).
         pull_target: sampled form, target of the scaled sample-tag similarity (post: +1).
-        push_target: sampled form, target of the scaled class-class similarity (post: −1).
+        push_target: sampled form, target of the scaled class-class similarity: a number (post:
+            −1) or `"simplex"`, `−1/(C−1)` for C classes (equal to −1 for two; with cosine the
+            only reachable "as far apart as possible" for C ≥ 3, see the module docstring).
         similarity_scale: sampled form, factor on the similarities before the MSE (post: 1).
         constraint: `"none"`, `"projection"` (the method calls `project` after every optimizer
             step) or `"penalty"` (added to the loss here).
@@ -283,7 +323,7 @@ class MinMaxLoss(nn.Module):
         form: str = "sampled",
         push_weight: float = 1.0,
         pull_target: float = 1.0,
-        push_target: float = -1.0,
+        push_target: float | str = -1.0,
         similarity_scale: float = 1.0,
         constraint: str = "none",
         constraint_bound: float = 1.0,
@@ -309,6 +349,11 @@ class MinMaxLoss(nn.Module):
                 f"method.loss.constraint={constraint!r} with distance='cosine': the cosine distance "
                 "is bounded (1 - cos <= 2), the constraint is for l2, l1 and kl; set constraint=none"
             )
+        if isinstance(push_target, str) and form == "sampled" and distance != "cosine":
+            raise ValueError(
+                f"method.loss.push_target={push_target!r} is a cosine (−1/(C−1)) and needs "
+                f"distance='cosine', got distance={distance!r}; give a number instead"
+            )
         if (
             form == "full"
             and distance in UNBOUNDED_DISTANCES
@@ -322,7 +367,8 @@ class MinMaxLoss(nn.Module):
         self.form = form
         self.push_weight = float(push_weight)
         self.pull_target = float(pull_target)
-        self.push_target = float(push_target)
+        resolve_push_target(push_target, 2)  # checks a name early
+        self.push_target = push_target if isinstance(push_target, str) else float(push_target)
         self.similarity_scale = float(similarity_scale)
         self.constraint = constraint
         self.constraint_bound = float(constraint_bound)
@@ -331,6 +377,7 @@ class MinMaxLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"distance={self.distance!r}, form={self.form!r}, push_weight={self.push_weight}, "
+            f"push_target={self.push_target!r}, "
             f"constraint={self.constraint!r}, constraint_bound={self.constraint_bound}"
         )
 
@@ -371,7 +418,7 @@ class MinMaxLoss(nn.Module):
                 negatives,
                 self.distance,
                 self.pull_target,
-                self.push_target,
+                resolve_push_target(self.push_target, class_embeddings.shape[0]),
                 self.similarity_scale,
             )
             loss = terms["pull"] + self.push_weight * terms["push"]

@@ -11,8 +11,11 @@ is `sigmoid(score_scale · (s_c − τ))`, so that with cosine, τ = 0 and scale
 `sigmoid(5·cos) > 0.5`. For the baselines `s_c` is the class probability (softmax or sigmoid) and
 is reported as the score. τ is fixed (`rule="fixed"`) or calibrated on the validation split from
 the *observed* tags only (`rule="calibrated"`: the `quantile` of the similarities of validation
-samples to their observed tags, so about 1 − quantile of observed tags are kept); the true tag
-sets are never used for training or calibration.
+samples to their observed tags, so about 1 − quantile of observed tags are kept), relative to
+the sample's best similarity (`rule="relative"`), or half way between the simplex cosine
+`−1/(C−1)` and the sample's best cosine (`rule="midpoint"`, the default of `method=minmax` since
+issue 17: the fixed `cos > 0` leaves pure points too little room once C ≥ 3; docs/minmax.md,
+"Three or more tags"); the true tag sets are never used for training or calibration.
 """
 
 from __future__ import annotations
@@ -33,15 +36,38 @@ from weaksup.losses.minmax import (
     as_multi_hot,
     assume_negative_bce,
     class_spread,
+    simplex_cosine,
     soft_target_cross_entropy,
 )
 from weaksup.methods.base import WeakSupMethod
 from weaksup.metrics.multilabel import TagSetMetrics
 from weaksup.nn.backbones import Backbone
+from weaksup.plots.publish import publish_figure
 
-TAG_RULES = ("fixed", "calibrated", "relative")
+TAG_RULES = ("fixed", "calibrated", "relative", "midpoint")
 BASELINE_OBJECTIVES = ("softmax", "bce")
 DECISION_REGIONS_FILE = "decision_regions.png"
+#: Test examples drawn in `embeddings.png` (the first ones of the split).
+EMBEDDING_PLOT_POINTS = 2000
+
+
+def midpoint_threshold(similarities: Tensor, fraction: float = 0.5) -> Tensor:
+    """τ per sample `[N, 1]` of the midpoint rule on cosines `[N, C]` to C class embeddings.
+
+    `τ = floor + fraction · (max_c s_c − floor)` with `floor = −1/(C−1)`
+    (`weaksup.losses.minmax.simplex_cosine`), the cosine a point lying on its class embedding has
+    to every other class when the table is the regular simplex the push aims at
+    (`push_target="simplex"`). A pure point then has its best cosine near 1 and the others near
+    the floor, a point shared by k classes has k similar cosines well above the floor (the
+    cosine to each of k simplex vertices of their mean direction is `sqrt((1 − (k−1)/(C−1))/k)`
+    for k < C). Half way between the floor and the best cosine sits between both cases for any
+    C, where the fixed rule `cos > 0` leaves a pure point only `asin(1/(C−1))` of angle (90° for
+    C = 2, 30° for 3, 14.5° for 5) before a second tag. It assumes the table is near the simplex
+    (measured: not yet after a short Fashion-MNIST run, docs/minmax.md).
+    """
+    floor = simplex_cosine(similarities.shape[1])
+    best = similarities.max(dim=1, keepdim=True).values
+    return floor + fraction * (best - floor)
 
 
 class TagRule(nn.Module):
@@ -52,9 +78,13 @@ class TagRule(nn.Module):
             validation epoch to the `quantile` of the similarities of validation samples to
             their observed tags) or `"relative"` (tag every class within `threshold` of the
             sample's best similarity: `s_c > max_c' s_c' − threshold`; the best class is always
-            a tag).
-        threshold: the fixed threshold, the starting value of the calibrated one, or the
-            margin (> 0) of the relative rule.
+            a tag) or `"midpoint"` (cosine similarities of C classes: tag every class above the
+            point a fraction `threshold` of the way from the simplex floor `−1/(C−1)` to the
+            sample's best similarity, `s_c > floor + threshold · (max_c' s_c' − floor)`; see
+            `midpoint_threshold`).
+        threshold: the fixed threshold, the starting value of the calibrated one, the
+            margin (> 0) of the relative rule, or the fraction in (0, 1) of the midpoint rule
+            (0.5: half way).
         quantile: level of the calibration quantile, in (0, 1).
 
     The threshold in use is a buffer, so it is saved in checkpoints and used again by `test`.
@@ -71,6 +101,11 @@ class TagRule(nn.Module):
         if rule == "relative" and not threshold > 0:
             raise ValueError(
                 f"method.tag_rule.threshold is the margin of rule=relative: must be > 0, got {threshold!r}"
+            )
+        if rule == "midpoint" and not 0.0 < threshold < 1.0:
+            raise ValueError(
+                "method.tag_rule.threshold is the fraction of rule=midpoint (0.5: half way from "
+                f"the simplex floor to the best similarity): must be in (0, 1), got {threshold!r}"
             )
         self.rule = rule
         self.quantile = float(quantile)
@@ -95,6 +130,8 @@ class TagRule(nn.Module):
         """τ per sample `[N, 1]` (`relative`: the sample's best similarity minus the margin)."""
         if self.rule == "relative":
             return similarities.max(dim=1, keepdim=True).values - self.threshold
+        if self.rule == "midpoint":
+            return midpoint_threshold(similarities, float(self.threshold))
         return self.threshold.expand(similarities.shape[0], 1)
 
     def __call__(self, similarities: Tensor) -> Tensor:
@@ -257,7 +294,7 @@ class PartialTagMethod(WeakSupMethod):
 
         was_training = self.training
         self.eval()
-        plot_decision_regions(
+        saved = plot_decision_regions(
             lambda points: self.predict_tags(points.to(self.device)),
             test.inputs,
             test.true_tags,
@@ -266,6 +303,7 @@ class PartialTagMethod(WeakSupMethod):
             title=f"{type(self).__name__} ({self.describe()}): test split",
         )
         self.train(was_training)
+        publish_figure(self, saved, "test/decision_regions")
 
     def describe(self) -> str:
         return ""
@@ -283,6 +321,9 @@ class MinMaxClassifier(PartialTagMethod):
         score_scale: reported score `sigmoid(score_scale · (s_c − τ))` (post: 5).
         embedding_init_range: the table starts uniform in ±range (Keras `Embedding`'s default 0.05).
         plot_decision_regions: save `decision_regions.png` after testing 2-D data.
+        plot_embeddings: save `embeddings.png` (`weaksup.plots.embeddings`: unit features and
+            class embeddings, margins of the tag rule) after testing, on at most
+            `EMBEDDING_PLOT_POINTS` test examples; cosine distance only.
 
     With `loss.constraint="projection"` the table is projected after every optimizer step
     (`optimizer_step`) and once before training, so `Σ_{i≠j} D(E_i, E_j) ≤ K` holds whenever a
@@ -302,6 +343,7 @@ class MinMaxClassifier(PartialTagMethod):
         score_scale: float = 5.0,
         embedding_init_range: float = 0.05,
         plot_decision_regions: bool = True,
+        plot_embeddings: bool = True,
     ) -> None:
         super().__init__(
             num_classes,
@@ -320,9 +362,29 @@ class MinMaxClassifier(PartialTagMethod):
             raise ValueError(
                 f"method.embedding_init_range must be > 0, got {embedding_init_range!r}"
             )
+        if tag_rule.rule == "midpoint" and loss.distance != "cosine":
+            raise ConfigError(
+                "method.tag_rule.rule='midpoint' measures from the simplex cosine −1/(C−1) and "
+                f"needs method.loss.distance='cosine', got {loss.distance!r}; use fixed, "
+                "calibrated or relative"
+            )
+        if (
+            loss.form == "sampled"
+            and loss.push_target == "simplex"
+            and num_classes is not None
+            and backbone.embedding_dim < num_classes - 1
+        ):
+            raise ConfigError(
+                f"method.loss.push_target='simplex' needs the class embeddings of the "
+                f"{num_classes} classes in at least {num_classes - 1} dimensions (a regular "
+                f"simplex of C points spans C − 1), but the backbone's embedding has "
+                f"{backbone.embedding_dim}; widen it (e.g. backbone.embedding_dim or the last "
+                "of backbone.hidden_sizes) or give a number as push_target"
+            )
         self.backbone = backbone
         self.loss = loss
         self.score_scale = float(score_scale)
+        self.plot_embeddings = plot_embeddings
         self.class_embeddings = nn.Embedding(num_classes, backbone.embedding_dim)
         nn.init.uniform_(self.class_embeddings.weight, -embedding_init_range, embedding_init_range)
 
@@ -331,7 +393,12 @@ class MinMaxClassifier(PartialTagMethod):
         return None
 
     def describe(self) -> str:
-        return f"{self.loss.distance}, {self.loss.form}, {self.tag_rule.rule} τ={float(self.tag_rule.threshold):.3g}"
+        push = self.loss.push_target
+        push = push if isinstance(push, str) else f"{push:g}"
+        return (
+            f"{self.loss.distance}, {self.loss.form}, push→{push}, "
+            f"{self.tag_rule.rule} τ={float(self.tag_rule.threshold):.3g}"
+        )
 
     def loss_terms(
         self, batch: TaggedBatch, generator: torch.Generator | None = None
@@ -360,6 +427,42 @@ class MinMaxClassifier(PartialTagMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         self.log("train/class_spread", self.class_spread(), on_epoch=True, on_step=False)
+
+    def on_test_end(self) -> None:
+        """Also save `embeddings.png` of (the first examples of) the test split."""
+        super().on_test_end()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", None)
+        if not (
+            self.plot_embeddings
+            and self.loss.distance == "cosine"
+            and self.trainer.is_global_zero
+            and isinstance(splits, dict)
+            and splits.get("test") is not None
+        ):
+            return
+        from weaksup.plots.embeddings import EMBEDDINGS_FILE, plot_embeddings
+
+        test = splits["test"]
+        inputs = test.inputs[:EMBEDDING_PLOT_POINTS].to(self.device)
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            features = self.backbone(inputs)
+            similarities = self.loss.similarities(features, self.class_embeddings.weight)
+            thresholds = self.tag_rule.effective_threshold(similarities)
+        saved = plot_embeddings(
+            features,
+            self.class_embeddings.weight,
+            similarities,
+            thresholds,
+            test.true_tags[:EMBEDDING_PLOT_POINTS],
+            Path(self.trainer.default_root_dir) / EMBEDDINGS_FILE,
+            tag_names=getattr(datamodule, "tag_names", None),
+            title=f"{type(self).__name__} ({self.describe()}): test split",
+        )
+        self.train(was_training)
+        publish_figure(self, saved, "test/embeddings")
 
 
 class PartialTagBaseline(PartialTagMethod):
@@ -396,6 +499,11 @@ class PartialTagBaseline(PartialTagMethod):
         if objective not in BASELINE_OBJECTIVES:
             raise ValueError(
                 f"method.objective={objective!r} is unknown; allowed: {', '.join(BASELINE_OBJECTIVES)}"
+            )
+        if tag_rule.rule == "midpoint":
+            raise ConfigError(
+                "method.tag_rule.rule='midpoint' is for the cosines of min-max; the baselines "
+                "threshold probabilities: use fixed, calibrated or relative"
             )
         self.backbone = backbone
         self.objective = objective
