@@ -117,7 +117,9 @@ def _compose_option(compose_train: ComposeFn, group: str, option: str) -> DictCo
     selection = f"{group}={option}"
     overrides = [*_partner_overrides(group, option), selection]
     if group == "experiment":
-        return compose_train(selection)
+        # experiment=mil_csv is the template for a user's own CSV: here one the mil package ships
+        extra = ["data.source.mil_dataset=musk1"] if option == "mil_csv" else []
+        return compose_train(selection, *extra)
     return compose_train(*overrides)
 
 
