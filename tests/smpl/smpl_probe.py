@@ -9,7 +9,7 @@ import torch
 
 
 class FirstBatchRecorder(pl.Callback):
-    """Keeps the network's weights before the first iteration and that iteration's batch."""
+    """Keeps the method's weights before the first iteration and that iteration's batch."""
 
     weights: ClassVar[dict[str, torch.Tensor]] = {}
     batch: ClassVar[Any] = None
@@ -19,6 +19,6 @@ class FirstBatchRecorder(pl.Callback):
     ) -> None:
         if batch_idx == 0 and trainer.current_epoch == 0:
             type(self).weights = {
-                name: value.detach().clone() for name, value in module.network.state_dict().items()
+                name: value.detach().clone() for name, value in module.state_dict().items()
             }
             type(self).batch = batch

@@ -202,7 +202,12 @@ def test_smpl_update_equals_the_two_updates_by_hand(tmp_path: Path, monkeypatch)
     )
     from smpl_probe import FirstBatchRecorder
 
-    before, batch = FirstBatchRecorder.weights, FirstBatchRecorder.batch
+    batch = FirstBatchRecorder.batch
+    before = {
+        name.removeprefix("network."): value
+        for name, value in FirstBatchRecorder.weights.items()
+        if name.startswith("network.")
+    }
     after = {k.removeprefix("network."): v for k, v in _last_weights(tmp_path).items()}
     expected = hand_iteration(before, batch, lr=0.05, temperature=0.7, threshold=0.6, weight=8.0)
     for name, value in expected.items():
@@ -295,3 +300,26 @@ def test_step_cost_meter_counts_saved_tensors_once_per_storage(tmp_path: Path) -
     loss.backward()
     del loss, hidden
     assert ledger.current == 0 and ledger.peak == 2 * 32 * 64 * 4
+
+
+def test_mpl_student_waits_while_the_teacher_learns(tmp_path: Path, monkeypatch) -> None:
+    """`method.student_wait_steps` (MPL-pytorch `--student-wait-steps`): the student keeps its
+    initial weights for that many iterations while the teacher trains on UDA."""
+    _train(
+        monkeypatch,
+        tmp_path,
+        "mpl",
+        "trainer.max_epochs=1",
+        "method.student_wait_steps=2",
+        "+callbacks.first_batch._target_=smpl_probe.FirstBatchRecorder",
+    )
+    from smpl_probe import FirstBatchRecorder
+
+    before, after = FirstBatchRecorder.weights, _last_weights(tmp_path)
+    students = [name for name in after if name.startswith("student.")]
+    teachers = [name for name in after if name.startswith("teacher.")]
+    assert students and teachers
+    assert all(torch.equal(after[name], before[name]) for name in students)
+    assert any(not torch.equal(after[name], before[name]) for name in teachers)
+    header = (tmp_path / "csv/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/reward_step" not in header and "train/consistency_step" in header

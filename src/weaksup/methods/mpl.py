@@ -13,6 +13,10 @@ As the PyTorch port of the official code does it (kekmodel/MPL-pytorch `main.py`
    which the port has commented out and the official code uses).
 4. Teacher step on `L_uda + change·CE(teacher strong, its own argmax)` (`mpl_target`).
 
+`student_wait_steps` (MPL-pytorch `--student-wait-steps`, 3000 in its CIFAR-10-4K command; 0 by
+default here) lets the teacher learn alone first: the student's schedule holds its learning
+rate at 0 for that many iterations, so the student does not move and the reward is 0.
+
 The student is what is evaluated (its EMA when `ema_decay` is set, the port's `avg_student`).
 Both networks, both optimizers and both schedulers are in every checkpoint, so a resume
 restores them exactly (the port restores neither the student's optimizer nor its scheduler).
@@ -46,10 +50,24 @@ class MetaPseudoLabels(PseudoLabelMethod):
     scheduler of the `scheduler` group, stepped once per iteration.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        *args: Any,
+        student_wait_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher
         self.student = student
+        if isinstance(student_wait_steps, bool) or not isinstance(student_wait_steps, int):
+            raise ValueError(
+                f"method.student_wait_steps must be an integer, got {student_wait_steps!r}"
+            )
+        if student_wait_steps < 0:
+            raise ValueError(f"method.student_wait_steps must be >= 0, got {student_wait_steps}")
+        self.student_wait_steps = student_wait_steps
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> MetaPseudoLabels:
@@ -94,6 +112,12 @@ class MetaPseudoLabels(PseudoLabelMethod):
         teacher_logits = self.teacher(both)
         teacher_labeled, teacher_strong = teacher_logits[:num_labeled], teacher_logits[num_labeled:]
         loss_uda, terms = self.uda_loss(teacher_labeled, targets, teacher_strong, labels)
+        if self.iteration < self.student_wait_steps:
+            # MPL-pytorch `--student-wait-steps`: the student's learning rate is 0 (its cosine
+            # schedule waits), so it does not move, the reward is 0 and the teacher learns UDA.
+            self.log_loss_terms("train", {"loss": loss_uda, **terms}, batch_size=num_labeled)
+            self.step_with_loss(teacher_optimizer, loss_uda)
+            return loss_uda.detach()
 
         student_logits = self.student(both)
         student_labeled, student_strong = student_logits[:num_labeled], student_logits[num_labeled:]
