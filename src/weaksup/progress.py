@@ -118,7 +118,7 @@ class PlainProgressBar(ProgressBar):
             position = f"batch {batches_done}/{self.total_train_batches}"
             metrics = _displayed(self.get_metrics(trainer, pl_module))
             self._print_line(
-                [self._epoch_label(trainer), position, f"step {trainer.global_step}"],
+                [self._epoch_label(trainer), position, f"step {_iterations(trainer) + 1}"],
                 metrics,
                 time.monotonic() - self._epoch_started_at,
             )
@@ -128,7 +128,7 @@ class PlainProgressBar(ProgressBar):
         # Lightning calls after this one: the line is printed once they exist.
         self._finished_epoch = (
             self._epoch_label(trainer),
-            trainer.global_step,
+            _iterations(trainer),
             time.monotonic() - self._epoch_started_at,
         )
 
@@ -272,3 +272,10 @@ def _print_summary_without_flops(
 def progress_callbacks(cfg: Any) -> list[ProgressBar]:
     """The progress bar of a command without a `callbacks` group (eval, predict), if it shows one."""
     return [progress_bar()] if cfg.trainer.get("enable_progress_bar", True) else []
+
+
+def _iterations(trainer: pl.Trainer) -> int:
+    """Training iterations done (Lightning's log x-axis), not optimizer steps: a method that
+    steps two optimizers per batch (SMPL, MPL) would show twice its iterations as `global_step`.
+    Lightning counts the current batch only after `on_train_batch_end`."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
