@@ -75,3 +75,37 @@ def check_scores_matrix(scores: Tensor, targets: Tensor) -> None:
         )
     if not scores.is_floating_point():
         raise TypeError(f"scores must be a floating-point tensor, got {scores.dtype}")
+
+
+def check_probability(value: float, key: str) -> float:
+    """`value` as a float in [0, 1], else a `ValueError` naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{key} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive(value: float, key: str) -> float:
+    """`value` as a finite float > 0, else a `ValueError` naming `key`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def check_count(value: int, key: str) -> int:
+    """`value` as an integer >= 0 (a number of steps), else a `ValueError` naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{key} must be >= 0, got {value}")
+    return value

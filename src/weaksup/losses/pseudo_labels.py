@@ -15,7 +15,6 @@ a logit of ±1e4 gives finite values and gradients (tested).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,37 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from weaksup.losses._checks import at_least_float32
+from weaksup.losses._checks import at_least_float32, check_choice
 
 RewardSign = Literal["new_minus_old", "old_minus_new"]
 MetaTarget = Literal["hard", "soft"]
 REWARD_SIGNS: tuple[str, ...] = ("new_minus_old", "old_minus_new")
 META_TARGETS: tuple[str, ...] = ("hard", "soft")
-
-
-def check_probability(value: float, key: str) -> float:
-    """`value` as a float in [0, 1], else a `ValueError` naming `key`."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"{key} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def check_positive(value: float, key: str) -> float:
-    """`value` as a finite float > 0, else a `ValueError` naming `key`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 def smoothed_cross_entropy(logits: Tensor, targets: Tensor, smoothing: float = 0.0) -> Tensor:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from weaksup.config.instantiate import build_node
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
+from weaksup.losses._checks import check_count
 from weaksup.losses.pseudo_labels import (
     labeled_loss_change,
     meta_pseudo_label_loss,
@@ -61,13 +62,7 @@ class MetaPseudoLabels(PseudoLabelMethod):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
         self.student = student
-        if isinstance(student_wait_steps, bool) or not isinstance(student_wait_steps, int):
-            raise ValueError(
-                f"method.student_wait_steps must be an integer, got {student_wait_steps!r}"
-            )
-        if student_wait_steps < 0:
-            raise ValueError(f"method.student_wait_steps must be >= 0, got {student_wait_steps}")
-        self.student_wait_steps = student_wait_steps
+        self.student_wait_steps = check_count(student_wait_steps, "method.student_wait_steps")
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> MetaPseudoLabels:

@@ -20,13 +20,16 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from weaksup.data.batches import Batch, SemiSupervisedBatch
+from weaksup.losses._checks import (
+    check_choice,
+    check_count,
+    check_positive,
+    check_probability,
+)
 from weaksup.losses.pseudo_labels import (
     META_TARGETS,
     REWARD_SIGNS,
     PseudoLabels,
-    check_choice,
-    check_positive,
-    check_probability,
     pseudo_labels,
     smoothed_cross_entropy,
     subtract_moving_baseline,
@@ -109,13 +112,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         ):
             raise ValueError(f"method.uda_weight must be a number >= 0, got {uda_weight!r}")
         self.uda_weight = float(uda_weight)
-        if isinstance(uda_warmup_steps, bool) or not isinstance(uda_warmup_steps, int):
-            raise ValueError(
-                f"method.uda_warmup_steps must be an integer, got {uda_warmup_steps!r}"
-            )
-        if uda_warmup_steps < 0:
-            raise ValueError(f"method.uda_warmup_steps must be >= 0, got {uda_warmup_steps}")
-        self.uda_warmup_steps = uda_warmup_steps
+        self.uda_warmup_steps = check_count(uda_warmup_steps, "method.uda_warmup_steps")
         if not isinstance(label_smoothing, int | float) or not 0 <= label_smoothing < 1:
             raise ValueError(f"method.label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
@@ -201,7 +198,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         super().on_train_start()
         if not self.plot_augmentations or not self.trainer.is_global_zero:
             return
-        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None)
+        _, splits = self._training_splits()
         root = self.trainer.default_root_dir
         if splits is None or root is None:
             return
@@ -230,8 +227,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
             return
         if self._boundary_grid is None:
             self._boundary_grid = Grid.around(splits.train.inputs.float())
-        device_predict = self._predict_on_device
-        snapshot = self._boundary_grid.snapshot(f"epoch {epoch}", device_predict)
+        snapshot = self._boundary_grid.snapshot(f"epoch {epoch}", self._predict_on_device)
         self._boundary_snapshots.append(snapshot)
 
     def _predict_on_device(self, points: Tensor) -> Tensor:

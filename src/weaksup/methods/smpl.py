@@ -139,7 +139,6 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
         loss_pl = smoothed_cross_entropy(strong_logits, labels.hard, self.label_smoothing)
         terms["pseudo_label"] = loss_pl
         self.log_loss_terms("train", terms, batch_size=num_labeled)
-        self.stop_if_not_finite("train")  # before the first update, as before every step
         pl_grads = torch.autograd.grad(loss_pl, params, retain_graph=True, allow_unused=True)
         if self.meta:
             uda_grads = torch.autograd.grad(loss_uda, params, retain_graph=True, allow_unused=True)
