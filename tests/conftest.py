@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from collections.abc import Callable
@@ -89,3 +90,35 @@ def run_entry_point(
         return EntryPointResult(code, captured.out, captured.err + escaped, value)
 
     return _run
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV the framework wrote (summary.csv, jobs.csv, report.csv)."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_multirun(monkeypatch: pytest.MonkeyPatch, *overrides: str) -> int:
+    """`weaksup-train -m <overrides>` in-process, quietly; its exit code.
+
+    Hydra's config singleton is restored afterwards, so the next test sees no multirun state.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from weaksup.train import main
+
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
+    monkeypatch.setattr(sys, "argv", ["weaksup-train", "-m", *overrides, *QUIET_OVERRIDES])
+    try:
+        main()
+    except SystemExit as stopped:
+        return stopped.code if isinstance(stopped.code, int) else 1
+    return 0
+
+
+def optuna_study(root: Path, name: str):  # -> optuna.Study (optuna is the `sweep` extra)
+    """The Optuna study `name` that `hparams_search=` keeps under `<root>/outputs/multiruns`."""
+    import optuna
+
+    storage = f"sqlite:///{root / 'outputs' / 'multiruns' / name / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=storage)

@@ -3,50 +3,30 @@ submitit jobs, and the SLURM settings; every job on its share of torch threads."
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 
 from weaksup.config.validation import ConfigError
 from weaksup.resolvers import available_cores, parallel_jobs
 from weaksup.threads import job_threads
 from weaksup.train import main
 
-from conftest import QUIET_OVERRIDES
+from conftest import optuna_study, read_csv_rows, run_multirun
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 THREADS_LINE = re.compile(r"torch threads: (\d+) \(of (\d+) cores\)")
 
 
-def _run_multirun(monkeypatch: pytest.MonkeyPatch, sweep_dir: Path, *overrides: str) -> int:
-    """`weaksup-train -m <overrides>`; its exit code."""
-    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
-    argv = ["weaksup-train", "-m", *overrides, *QUIET_OVERRIDES, f"hydra.sweep.dir={sweep_dir}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    try:
-        main()
-    except SystemExit as stopped:
-        return stopped.code if isinstance(stopped.code, int) else 1
-    return 0
-
-
 def _threads_logged(job_dir: Path) -> list[int]:
     """The torch thread counts the job logged (`weaksup.threads`) in its log file."""
     return [int(m.group(1)) for m in THREADS_LINE.finditer((job_dir / "train.log").read_text())]
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_each_parallel_job_gets_its_share_of_the_cores() -> None:
@@ -72,8 +52,12 @@ def test_num_threads_applies_to_every_job_and_is_restored_after_it(
 ) -> None:
     before = torch.get_num_threads()
     wanted = 1 if before > 1 else 2
-    code = _run_multirun(
-        monkeypatch, tmp_path, f"num_threads={wanted}", "seed=1,2", "trainer.max_epochs=1"
+    code = run_multirun(
+        monkeypatch,
+        f"hydra.sweep.dir={tmp_path}",
+        f"num_threads={wanted}",
+        "seed=1,2",
+        "trainer.max_epochs=1",
     )
     assert code == 0
     for job in ("0", "1"):
@@ -129,16 +113,15 @@ def test_joblib_runs_an_optuna_batch_in_parallel_on_a_thread_each(
         f"paths.root_dir={tmp_path}",
     )
     sweep_dir = tmp_path / "sweep"
-    assert _run_multirun(monkeypatch, sweep_dir, *overrides) == 0
-    storage = f"sqlite:///{tmp_path / 'outputs' / 'multiruns' / 'supervised_digits' / 'optuna.db'}"
-    trials = optuna.load_study(study_name="supervised_digits", storage=storage).trials
+    assert run_multirun(monkeypatch, f"hydra.sweep.dir={sweep_dir}", *overrides) == 0
+    trials = optuna_study(tmp_path, "supervised_digits").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     share = max(1, available_cores() // 2)
     for job, trial in zip(("0", "1"), trials, strict=True):
         assert _threads_logged(sweep_dir / job) == [share]
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["best_score"] == pytest.approx(trial.value)
-    rows = _read_csv(sweep_dir / "jobs.csv")  # rebuilt by the worker processes
+    rows = read_csv_rows(sweep_dir / "jobs.csv")  # rebuilt by the worker processes
     assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "completed")]
 
 
@@ -148,13 +131,18 @@ def test_submitit_local_runs_the_jobs_as_separate_processes(
 ) -> None:
     sweep_dir = tmp_path / "sweep"
     overrides = ("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
-    code = _run_multirun(
-        monkeypatch, sweep_dir, *overrides, "seed=1,2", "trainer.max_epochs=1", "num_threads=1"
+    code = run_multirun(
+        monkeypatch,
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        "num_threads=1",
     )
     assert code == 0
     for job in ("0", "1"):
         assert json.loads((sweep_dir / job / "metrics.json").read_text())["test"]["test/acc"] > 0
         assert _threads_logged(sweep_dir / job) == [1]
-    (row,) = _read_csv(sweep_dir / "summary.csv")  # the two seeds are one configuration
+    (row,) = read_csv_rows(sweep_dir / "summary.csv")  # the two seeds are one configuration
     assert row["n"] == "2"
     assert list(sweep_dir.glob(".submitit/*/*_log.out"))  # submitit's own job logs

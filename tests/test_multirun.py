@@ -3,7 +3,6 @@ mean ± std summary over seeds, a failed job listed with its error while the oth
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import statistics
@@ -19,7 +18,7 @@ from weaksup.config.validation import ConfigError
 from weaksup.hydra_callbacks import print_stopped_multirun_summary
 from weaksup.train import main
 
-from conftest import QUIET_OVERRIDES
+from conftest import QUIET_OVERRIDES, read_csv_rows
 
 
 def _run_multirun(monkeypatch: pytest.MonkeyPatch, sweep_dir: Path, *overrides: str) -> None:
@@ -40,11 +39,6 @@ def _overrides(job_dir: Path) -> list[str]:
     return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_multirun_writes_job_folders_and_a_seed_summary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,7 +55,7 @@ def test_multirun_writes_job_folders_and_a_seed_summary(
         per_job[(overrides["loss"], overrides["seed"])] = results["test"]
     assert per_job[("ce", "1")]["test/acc"] != per_job[("ce", "2")]["test/acc"]  # seeds differ
 
-    rows = {row["loss"]: row for row in _read_csv(sweep_dir / "summary.csv")}
+    rows = {row["loss"]: row for row in read_csv_rows(sweep_dir / "summary.csv")}
     assert set(rows) == {"ce", "hinge"}
     for loss, row in rows.items():
         values = [per_job[(loss, "1")]["test/acc"], per_job[(loss, "2")]["test/acc"]]
@@ -74,7 +68,7 @@ def test_multirun_writes_job_folders_and_a_seed_summary(
     assert markdown[2].startswith(f"| ce | 2 | {ce_acc} | ")
     assert "## Failed jobs" not in "\n".join(markdown)
 
-    jobs = _read_csv(sweep_dir / "jobs.csv")  # job folder -> overrides, status, metrics
+    jobs = read_csv_rows(sweep_dir / "jobs.csv")  # job folder -> overrides, status, metrics
     assert [(j["job"], j["loss"], j["seed"], j["status"]) for j in jobs] == [
         ("0", "ce", "1", "completed"),
         ("1", "ce", "2", "completed"),
@@ -115,7 +109,7 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_non_zero(
     assert not (failed_dir / "metrics.json").exists()
     good_acc = json.loads((good_dir / "metrics.json").read_text())["test"]["test/acc"]
 
-    rows = _read_csv(sweep_dir / "summary.csv")
+    rows = read_csv_rows(sweep_dir / "summary.csv")
     assert [(row["optimizer.lr"], row["n"]) for row in rows] == [("0.01", "1")]
     assert float(rows[0]["test/acc_mean"]) == pytest.approx(good_acc)
     markdown = (sweep_dir / "summary.md").read_text()
@@ -129,7 +123,7 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_exits_non_zero(
         "|---|---|---|",
         f"| 0 | -0.1 | {message} |",
     ]
-    jobs = _read_csv(sweep_dir / "jobs.csv")
+    jobs = read_csv_rows(sweep_dir / "jobs.csv")
     assert [(j["job"], j["status"], j["error"]) for j in jobs] == [
         ("0", "failed", message),
         ("1", "completed", ""),
@@ -181,10 +175,10 @@ def test_job_folders_are_short_safe_names_whatever_the_overrides(
     (override,) = OverridesParser.create().parse_overrides([f"ckpt_path={checkpoint}"])
     assert override.value() == str(checkpoint) and checkpoint.is_file()
 
-    (row,) = _read_csv(sweep_dir / "summary.csv")  # the two seeds are one configuration
+    (row,) = read_csv_rows(sweep_dir / "summary.csv")  # the two seeds are one configuration
     assert row["n"] == "2" and row["backbone.hidden_sizes"] == long_list
     assert row["logger.csv.name"] == "'a,b'" and row["trainer.enable_model_summary"] == "False"
-    jobs = _read_csv(sweep_dir / "jobs.csv")
+    jobs = read_csv_rows(sweep_dir / "jobs.csv")
     assert [(j["job"], j["seed"], j["status"]) for j in jobs] == [
         ("0", "1", "completed"),
         ("1", "2", "completed"),
@@ -217,7 +211,7 @@ def test_a_cross_validation_sweep_summarises_as_one_row(
     every_fold = list(accuracy.values())
     repetition_means = [(accuracy[(r, "0")] + accuracy[(r, "1")]) / 2 for r in ("0", "1")]
 
-    (row,) = _read_csv(sweep_dir / "summary.csv")
+    (row,) = read_csv_rows(sweep_dir / "summary.csv")
     assert row["n"] == "4" and row["repetitions"] == "2"
     assert float(row["test/acc_mean"]) == pytest.approx(sum(every_fold) / 4)
     assert float(row["test/acc_std"]) == pytest.approx(statistics.stdev(every_fold))

@@ -4,7 +4,6 @@ errors, and the metric against each swept numeric setting."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -17,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from weaksup.report import main as report_main
 from weaksup.train import main as train_main
 
-from conftest import QUIET_OVERRIDES
+from conftest import QUIET_OVERRIDES, read_csv_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAILED = "ConfigError: 'optimizer.lr' must be > 0, got -0.1"
@@ -36,11 +35,6 @@ def _multirun(monkeypatch: pytest.MonkeyPatch, sweep_dir: Path, *overrides: str)
 
 def _test_acc(job_dir: Path) -> float:
     return json.loads((job_dir / "metrics.json").read_text())["test"]["test/acc"]
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +56,13 @@ def test_report_of_a_sweep_with_failed_jobs(lr_sweep: Path, run_entry_point) -> 
         "0.01": [_test_acc(lr_sweep / "2"), _test_acc(lr_sweep / "3")],
         "0.05": [_test_acc(lr_sweep / "4"), _test_acc(lr_sweep / "5")],
     }
-    rows = {row["optimizer.lr"]: row for row in _read_csv(out / "report.csv")}
+    rows = {row["optimizer.lr"]: row for row in read_csv_rows(out / "report.csv")}
     assert set(rows) == set(expected)
     for lr, values in expected.items():
         assert rows[lr]["n"] == "2"
         assert float(rows[lr]["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
         assert float(rows[lr]["test/acc_std"]) == pytest.approx(statistics.stdev(values))
-    jobs = _read_csv(out / "jobs.csv")
+    jobs = read_csv_rows(out / "jobs.csv")
     assert [(job["job"], job["status"]) for job in jobs] == [
         ("0", "failed"),
         ("1", "failed"),
@@ -106,11 +100,11 @@ def test_report_of_several_sweeps_pools_their_jobs(
     result = run_entry_point(report_main, str(lr_sweep), str(more), "--out", str(out))
 
     assert result.code == 0, result.err
-    rows = {row["optimizer.lr"]: row for row in _read_csv(out / "report.csv")}
+    rows = {row["optimizer.lr"]: row for row in read_csv_rows(out / "report.csv")}
     values = [_test_acc(lr_sweep / "2"), _test_acc(lr_sweep / "3"), _test_acc(more / "0")]
     assert rows["0.01"]["n"] == "3"
     assert float(rows["0.01"]["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
-    names = [job["job"] for job in _read_csv(out / "jobs.csv")]  # <sweep>/<job>, two job 0s
+    names = [job["job"] for job in read_csv_rows(out / "jobs.csv")]  # <sweep>/<job>, two job 0s
     root = Path(os.path.commonpath([lr_sweep, more]))
     first, second = lr_sweep.relative_to(root), more.relative_to(root)
     assert names == [f"{first}/{n}" for n in range(6)] + [f"{second}/0"]

@@ -3,17 +3,13 @@ studies of `hparams_search/` compose, follow monitor.mode, resume and survive fa
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +20,7 @@ from weaksup.config.validation import validate_config
 from weaksup.report import curve_data, write_report
 from weaksup.train import main
 
-from conftest import QUIET_OVERRIDES
+from conftest import QUIET_OVERRIDES, optuna_study, read_csv_rows, run_multirun
 
 OPTUNA = (
     "hydra/sweeper=optuna",
@@ -117,23 +113,6 @@ def _compose_search(*overrides: str) -> DictConfig:
         return compose("train", list(overrides), return_hydra_config=True)
 
 
-def _run_search(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> int:
-    """`weaksup-train -m <overrides>` with outputs under `root`; its exit code."""
-    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
-    argv = ["weaksup-train", "-m", *overrides, *QUIET_OVERRIDES, f"paths.root_dir={root}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    try:
-        main()
-    except SystemExit as stopped:
-        return stopped.code if isinstance(stopped.code, int) else 1
-    return 0
-
-
-def _study(root: Path, name: str) -> optuna.Study:
-    storage = f"sqlite:///{root / 'outputs' / 'multiruns' / name / 'optuna.db'}"
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 @pytest.mark.parametrize("option", _search_options())
 def test_every_search_composes_and_its_space_names_keys_of_the_run(option: str) -> None:
     """TPE with a seed, the direction of monitor.mode, the experiment's grid dropped, and every
@@ -175,10 +154,15 @@ def test_running_the_same_search_again_continues_the_study(
 ) -> None:
     """2 trials, the same command again: 4 trials in one SQLite study, new parameters."""
     for _ in range(2):
-        code = _run_search(monkeypatch, tmp_path, "hparams_search=supervised_digits", *TINY_SEARCH)
+        code = run_multirun(
+            monkeypatch,
+            f"paths.root_dir={tmp_path}",
+            "hparams_search=supervised_digits",
+            *TINY_SEARCH,
+        )
         assert code == 0
 
-    study = _study(tmp_path, "supervised_digits")
+    study = optuna_study(tmp_path, "supervised_digits")
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert study.direction == StudyDirection.MAXIMIZE  # monitor val/acc, mode max
@@ -208,9 +192,11 @@ def test_a_failed_trial_is_stored_and_the_study_goes_on_unless_fail_fast(
 ) -> None:
     space = "hydra.sweeper.params={optimizer.lr:'choice(-1.0,0.01)'}"
     search = ("hparams_search=supervised_digits", space, "trainer.max_epochs=1")
-    code = _run_search(monkeypatch, tmp_path, *search, "hydra.sweeper.n_trials=4")
+    code = run_multirun(
+        monkeypatch, f"paths.root_dir={tmp_path}", *search, "hydra.sweeper.n_trials=4"
+    )
     assert code == 0
-    trials = _study(tmp_path, "supervised_digits").trials
+    trials = optuna_study(tmp_path, "supervised_digits").trials
     states = [(t.params["optimizer.lr"], t.state) for t in trials]
     assert len(states) == 4 and {state for _, state in states} == {
         TrialState.FAIL,
@@ -218,21 +204,18 @@ def test_a_failed_trial_is_stored_and_the_study_goes_on_unless_fail_fast(
     }
     assert all((lr < 0) == (state == TrialState.FAIL) for lr, state in states)
     (sweep,) = (tmp_path / "outputs" / "multiruns" / "supervised_digits").glob("*/*")
-    failed = [row for row in _read_csv(sweep / "jobs.csv") if row["status"] == "failed"]
+    failed = [row for row in read_csv_rows(sweep / "jobs.csv") if row["status"] == "failed"]
     assert len(failed) == sum(state == TrialState.FAIL for _, state in states)
     assert {row["error"] for row in failed} == {"ConfigError: 'optimizer.lr' must be > 0, got -1.0"}
 
     # Fail fast: the first failed trial stops the sweep with its error (exit 1).
     fail_fast = ("hydra.sweeper.max_failure_rate=0.0", "hydra.sweeper.study_name=fail_fast")
-    code = _run_search(monkeypatch, tmp_path, *search, *fail_fast, "hydra.sweeper.n_trials=4")
+    code = run_multirun(
+        monkeypatch, f"paths.root_dir={tmp_path}", *search, *fail_fast, "hydra.sweeper.n_trials=4"
+    )
     assert code == 1
-    lrs = [t.params["optimizer.lr"] for t in _study(tmp_path, "fail_fast").trials]
+    lrs = [t.params["optimizer.lr"] for t in optuna_study(tmp_path, "fail_fast").trials]
     assert lrs[-1] == -1.0 and all(lr == 0.01 for lr in lrs[:-1])  # stopped at the first failure
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.mark.parametrize(
