@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from weaksup.config.instantiate import build_node
 from weaksup.data.batches import Batch, SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.base import WeakSupMethod
@@ -47,9 +46,7 @@ class SemiSupervisedProbe(WeakSupMethod):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> SemiSupervisedProbe:
-        backbone = build_node(
-            cfg.backbone, input_shape=list(data.input_shape), num_outputs=data.num_classes
-        )
+        backbone = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         return cls(
             backbone=backbone,
             num_classes=data.num_classes,

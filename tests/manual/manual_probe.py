@@ -89,9 +89,7 @@ class TwoNetworkProbe(ManualOptimizationMethod):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> TwoNetworkProbe:
-        network = build_node(
-            cfg.backbone, input_shape=list(data.input_shape), num_outputs=data.num_classes
-        )
+        network = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         features = math.prod(data.input_shape)
         # BatchNorm: running statistics differ between DDP ranks unless they are broadcast.
         auxiliary = nn.Sequential(nn.BatchNorm1d(features), nn.Linear(features, data.num_classes))

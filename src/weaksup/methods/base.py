@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from weaksup.config.instantiate import build_node
 from weaksup.data.batches import Batch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.methods.nonfinite import NonFiniteWatch, describe, first_non_finite_tensor
@@ -87,6 +88,11 @@ class WeakSupMethod(pl.LightningModule):
             "optimizer": plain_config(cfg.optimizer),
             "scheduler": plain_config(cfg.get("scheduler")),
         }
+
+    @staticmethod
+    def build_backbone(cfg: DictConfig, data: DataMetadata, num_outputs: int | None) -> Any:
+        """The network of `cfg.backbone` for the data's input shape with `num_outputs` outputs."""
+        return build_node(cfg.backbone, input_shape=list(data.input_shape), num_outputs=num_outputs)
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.optimizer_config, params=self.parameters())

@@ -66,13 +66,8 @@ class MetaPseudoLabels(PseudoLabelMethod):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> MetaPseudoLabels:
-        def network() -> nn.Module:
-            return build_node(
-                cfg.backbone, input_shape=list(data.input_shape), num_outputs=data.num_classes
-            )
-
-        teacher = network()
-        student = network()
+        teacher = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
+        student = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         return build_node(
             cfg.method,
             teacher=teacher,

@@ -86,9 +86,7 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> SelfMetaPseudoLabels:
-        backbone = build_node(
-            cfg.backbone, input_shape=list(data.input_shape), num_outputs=data.num_classes
-        )
+        backbone = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         return build_node(
             cfg.method,
             backbone=backbone,

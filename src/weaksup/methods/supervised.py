@@ -48,11 +48,7 @@ class SupervisedClassifier(WeakSupMethod):
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> SupervisedClassifier:
         loss = build_node(cfg.loss)
-        backbone = build_node(
-            cfg.backbone,
-            input_shape=list(data.input_shape),
-            num_outputs=loss.num_outputs(data.num_classes),
-        )
+        backbone = cls.build_backbone(cfg, data, num_outputs=loss.num_outputs(data.num_classes))
         return build_node(
             cfg.method,
             backbone=backbone,
