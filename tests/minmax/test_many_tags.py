@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
 
 from weaksup.build import build_datamodule, build_method
@@ -27,17 +26,7 @@ from weaksup.losses.minmax import (
 from weaksup.methods.minmax import TagRule, midpoint_threshold
 from weaksup.plots.embeddings import plot_embeddings
 
-QUIET = [
-    "logger=none",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.enable_progress_bar=false",
-]
-
-
-def _compose(tmp_path: Path, *overrides: str):
-    with initialize_config_module("weaksup.conf", version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={tmp_path}", *QUIET, *overrides])
+from conftest import ComposeFn
 
 
 def regular_simplex(num_classes: int, dim: int | None = None) -> torch.Tensor:
@@ -176,9 +165,9 @@ def test_embeddings_plot_is_written(tmp_path: Path) -> None:
     ],
 )
 def test_blob_configs_with_more_shared_tags(
-    tmp_path: Path, data: str, num_tags: int, common_tags: list[float]
+    compose_train: ComposeFn, data: str, num_tags: int, common_tags: list[float]
 ) -> None:
-    cfg = _compose(tmp_path, "experiment=minmax_partial_blobs", f"data={data}")
+    cfg = compose_train("experiment=minmax_partial_blobs", f"data={data}")
     validate_config(cfg)
     datamodule = build_datamodule(cfg)
     model = build_method(cfg, datamodule.metadata)
@@ -219,21 +208,20 @@ def test_blob_configs_with_more_shared_tags(
     ],
 )
 def test_impossible_settings_name_the_key(
-    tmp_path: Path, overrides: list[str], message: str
+    compose_train: ComposeFn, overrides: list[str], message: str
 ) -> None:
     experiment = (
         [] if overrides[0].startswith("experiment=") else ["experiment=minmax_partial_blobs"]
     )
-    cfg = _compose(tmp_path, *experiment, *overrides)
+    cfg = compose_train(*experiment, *overrides)
     with pytest.raises((ValueError, InstantiationException), match=message):
         validate_config(cfg)
         datamodule = build_datamodule(cfg)
         build_method(cfg, datamodule.metadata)
 
 
-def test_simplex_in_exactly_c_minus_one_dimensions_builds(tmp_path: Path) -> None:
-    cfg = _compose(
-        tmp_path,
+def test_simplex_in_exactly_c_minus_one_dimensions_builds(compose_train: ComposeFn) -> None:
+    cfg = compose_train(
         "experiment=minmax_partial_blobs_post",
         "data=partial_blobs_3tags",
         "method.loss.push_target=simplex",
@@ -244,8 +232,8 @@ def test_simplex_in_exactly_c_minus_one_dimensions_builds(tmp_path: Path) -> Non
     assert math.isclose(resolve_push_target(model.loss.push_target, 3), -0.5)
 
 
-def test_midpoint_rule_is_not_a_config_error_for_minmax(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, "experiment=minmax_partial_blobs", "data=partial_blobs_3tags")
+def test_midpoint_rule_is_not_a_config_error_for_minmax(compose_train: ComposeFn) -> None:
+    cfg = compose_train("experiment=minmax_partial_blobs", "data=partial_blobs_3tags")
     datamodule = build_datamodule(cfg)
     model = build_method(cfg, datamodule.metadata)
     assert model.tag_rule.rule == "midpoint"
