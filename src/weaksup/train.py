@@ -32,6 +32,7 @@ from weaksup.checkpoints import read_checkpoint
 from weaksup.cli import hydra_entry_point
 from weaksup.config.validation import ConfigError, validate_config
 from weaksup.files import atomic_write_text
+from weaksup.resolvers import optuna_direction
 from weaksup.results import print_results, scalar_metrics, write_metrics
 from weaksup.resume import (
     LAST_CHECKPOINT,
@@ -91,7 +92,7 @@ def check_sweeper_direction(cfg: DictConfig, sweeper: str, direction: Any) -> No
     """
     if not sweeper.endswith("OptunaSweeper") or direction is None:
         return
-    wanted = {"max": "maximize", "min": "minimize"}[str(cfg.monitor.mode)]
+    wanted = optuna_direction(str(cfg.monitor.mode))
     given = str(getattr(direction, "name", direction)).lower()
     if given != wanted:
         raise ConfigError(
