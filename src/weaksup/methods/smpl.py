@@ -97,9 +97,6 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
             _recursive_=False,
         )
 
-    def ema_network(self) -> nn.Module:
-        return self.network
-
     def configure_optimizers(self) -> Any:
         """The momentum optimizer of the second update (with the `scheduler`), then the plain SGD
         step `θ − η·g` of the first: an optimizer too, so that it is averaged over DDP ranks,
