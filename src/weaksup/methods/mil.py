@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
+from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
 from weaksup.data.bags import BagBatch
 from weaksup.data.datamodules import DataMetadata
@@ -85,15 +86,15 @@ class MILClassifier(WeakSupMethod):
                 "method=mil needs a pooling: add pooling=<max|mean|lse|noisy_or|attention|"
                 "gated_attention> (+pooling=... when the defaults list has no pooling entry)"
             )
-        backbone = instantiate(cfg.backbone, input_shape=list(data.input_shape), num_outputs=None)
+        backbone = cls.build_backbone(cfg, data, num_outputs=None)
         pooling_cls = get_class(cfg.pooling._target_)
         extra = {"embedding_dim": backbone.embedding_dim} if pooling_cls.needs_embedding_dim else {}
-        pooling = instantiate(cfg.pooling, **extra)
-        return instantiate(
+        pooling = build_node(cfg.pooling, **extra)
+        return build_node(
             cfg.method,
             backbone=backbone,
             pooling=pooling,
-            loss=instantiate(cfg.loss),
+            loss=build_node(cfg.loss),
             **cls.method_arguments(cfg),
             _recursive_=False,
         )

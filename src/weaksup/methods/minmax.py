@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
 from weaksup.data.datamodules import DataMetadata
 from weaksup.data.partial import TaggedBatch
@@ -187,15 +187,11 @@ class PartialTagMethod(WeakSupMethod):
                 f"{data.name} has {data.num_classes} tag classes; set method.num_classes=null "
                 "to take the count from the data"
             )
-        backbone = instantiate(
-            cfg.backbone,
-            input_shape=list(data.input_shape),
-            num_outputs=cls.backbone_outputs(data.num_classes),
-        )
+        backbone = cls.build_backbone(cfg, data, num_outputs=cls.backbone_outputs(data.num_classes))
         parts = {
-            key: instantiate(cfg.method[key]) for key in ("loss", "tag_rule") if key in cfg.method
+            key: build_node(cfg.method[key]) for key in ("loss", "tag_rule") if key in cfg.method
         }
-        return instantiate(
+        return build_node(
             cfg.method,
             backbone=backbone,
             num_classes=data.num_classes,
