@@ -176,6 +176,16 @@ def test_for_input_refuses_shapes_the_option_does_not_augment(
         ),
         (
             "images",
+            "weak.padding=zeros",
+            "augment.images.weak.padding must be one of reflect, constant, got 'zeros'",
+        ),
+        (
+            "images_flip",
+            "weak.fill=.nan",
+            "augment.images.weak.fill must be a finite number, got nan",
+        ),
+        (
+            "images",
             "value_range=[1,0]",
             "augment.images.value_range must be a pair [low, high] of finite numbers with low < high",
         ),

@@ -123,6 +123,22 @@ def test_weak_translation_pads_by_reflection() -> None:
         assert torch.allclose(column, expected.clamp(max=27) - (expected - 27).clamp(min=0))
 
 
+def test_weak_translation_with_constant_padding_fills_the_border_with_the_fill_value() -> None:
+    """`padding: constant` shifts the image over `fill` (the blank background of Fashion-MNIST)
+    instead of mirroring it: the pixels brought in are `fill`, the rest keep their values."""
+    torch.manual_seed(0)
+    weak = RandomTranslateFlip(padding="constant", fill=0.25)
+    shifted = weak(torch.ones(200, *IMAGE_SHAPE))
+    assert set(shifted.unique().tolist()) == {0.25, 1.0}
+    covered = (shifted == 1.0).flatten(1).sum(1)
+    # A shift of (r, c) pixels keeps (28 - |r|)·(28 - |c|) of them, |r|, |c| <= 3.
+    assert covered.min() >= 25 * 25 and covered.max() == 28 * 28
+    assert torch.equal(
+        RandomTranslateFlip(padding="reflect")(torch.ones(8, *IMAGE_SHAPE)),
+        torch.ones(8, *IMAGE_SHAPE),
+    )
+
+
 def test_images_never_flip_and_images_flip_flips_half_of_them() -> None:
     """A pixel 10 px left of the centre stays left under a 3 px shift; a flip puts it right."""
     torch.manual_seed(0)

@@ -26,6 +26,13 @@ def check_number(key: str, value: object, *, minimum: float, maximum: float | No
     return float(value)
 
 
+def check_finite(key: str, value: object) -> float:
+    """`value` as a finite number, else ConfigError naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def check_count(key: str, value: object, *, minimum: int) -> int:
     """`value` as an integer >= `minimum`, else ConfigError naming `key`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

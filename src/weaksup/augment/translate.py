@@ -1,4 +1,4 @@
-"""The weak image view: random translation with reflection padding, optionally a horizontal flip.
+"""The weak image view: random translation (reflection or constant padding), optionally a flip.
 
 This is `RandomHorizontalFlip` + `RandomCrop(size, padding=int(size·0.125), padding_mode=
 'reflect')` of kekmodel/MPL-pytorch `data.py` (`TransformMPL.ori`, the weak view of the
@@ -6,7 +6,10 @@ unlabeled images, in its earlier versions), done on a batch: each image is shift
 number of pixels drawn uniformly from `[-p, p]` per axis, `p = int(max_translate_fraction ·
 side)` (3 px for 28x28, 1 px for 8x8), the uncovered border filled by reflection. The official
 MPL code (`_flip_and_jitter`, `image_size // 8`) and later MPL-pytorch versions pad with grey
-128 instead; reflection adds no values that the image does not have.
+128 instead (`padding: constant`, `fill: 0.5`); reflection adds no values that the image does
+not have. On images of an object on a blank background that touches the border (Fashion-MNIST:
+trousers, dresses), reflection mirrors the object into the border; `padding: constant` with
+`fill` the background value (0) shifts it over blank background instead (docs/augmentations.md).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from weaksup.augment._checks import check_number
+from weaksup.augment._checks import check_finite, check_number
+from weaksup.config.validation import ConfigError
+
+PADDINGS: tuple[str, ...] = ("reflect", "constant")
 
 
 class RandomTranslateFlip:
@@ -29,11 +35,20 @@ class RandomTranslateFlip:
             (0.125 in MPL-pytorch and the official MPL code).
         flip_probability: probability of a horizontal flip, in [0, 1]; 0 for data whose
             meaning changes under a mirror (digits), 0.5 where mirrors are natural (clothes).
+        padding: how the uncovered border is filled: `reflect` (MPL-pytorch's `RandomCrop`) or
+            `constant` (the value `fill`, as the official MPL code with grey 0.5).
+        fill: the border value of `padding: constant`, in the units of the images.
     """
 
     CONFIG_KEY = "augment.images.weak"
 
-    def __init__(self, max_translate_fraction: float = 0.125, flip_probability: float = 0.0):
+    def __init__(
+        self,
+        max_translate_fraction: float = 0.125,
+        flip_probability: float = 0.0,
+        padding: str = "reflect",
+        fill: float = 0.0,
+    ):
         self.max_translate_fraction = check_number(
             f"{self.CONFIG_KEY}.max_translate_fraction",
             max_translate_fraction,
@@ -43,6 +58,12 @@ class RandomTranslateFlip:
         self.flip_probability = check_number(
             f"{self.CONFIG_KEY}.flip_probability", flip_probability, minimum=0.0, maximum=1.0
         )
+        if padding not in PADDINGS:
+            raise ConfigError(
+                f"{self.CONFIG_KEY}.padding must be one of {', '.join(PADDINGS)}, got {padding!r}"
+            )
+        self.padding = padding
+        self.fill = check_finite(f"{self.CONFIG_KEY}.fill", fill)
 
     def max_shift(self, height: int, width: int) -> tuple[int, int]:
         """The largest shift in pixels `(rows, columns)`: `int(fraction · side)` as MPL-pytorch."""
@@ -58,9 +79,11 @@ class RandomTranslateFlip:
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         if shift_rows == 0 and shift_columns == 0:
             return images
-        padded = F.pad(
-            images, (shift_columns, shift_columns, shift_rows, shift_rows), mode="reflect"
-        )
+        border = (shift_columns, shift_columns, shift_rows, shift_rows)
+        if self.padding == "reflect":
+            padded = F.pad(images, border, mode="reflect")
+        else:
+            padded = F.pad(images, border, mode="constant", value=self.fill)
         rows = offset_rows.view(-1, 1) + torch.arange(height, device=images.device)
         columns = offset_columns.view(-1, 1) + torch.arange(width, device=images.device)
         samples = torch.arange(batch, device=images.device).view(-1, 1, 1)
