@@ -218,6 +218,34 @@ def test_a_failed_trial_is_stored_and_the_study_goes_on_unless_fail_fast(
     assert lrs[-1] == -1.0 and all(lr == 0.01 for lr in lrs[:-1])  # stopped at the first failure
 
 
+def test_a_study_whose_every_trial_failed_says_so_after_the_failed_jobs(
+    run_entry_point, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Optuna's storage has no best trial to give the sweeper when none finished: one line
+    after the summary of the failed jobs, not the storage's "Record does not exist." trace."""
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
+    result = run_entry_point(
+        main,
+        "-m",
+        f"paths.root_dir={tmp_path}",
+        *QUIET_OVERRIDES,
+        "hparams_search=supervised_digits",
+        "hydra.sweeper.params={optimizer.lr:'choice(-1.0,-2.0)'}",
+        "hydra.sweeper.n_trials=2",
+    )
+    assert result.code == 1
+    assert "failed jobs:" in result.out
+    assert result.err.strip().splitlines()[-1] == (
+        "ConfigError: no trial of the Optuna study finished, so it has no best trial: every job "
+        "failed (their errors are listed above and in each job's error.txt)"
+    )
+    assert "Traceback" not in result.err
+    states = {t.state for t in optuna_study(tmp_path, "supervised_digits").trials}
+    assert states == {TrialState.FAIL}
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

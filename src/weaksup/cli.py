@@ -86,7 +86,7 @@ def hydra_entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Ca
                 hydra_main()
         except Exception as error:
             print_stopped_multirun_summary()  # a failed job stops the basic sweeper: summarise
-            explained = _explain_unknown_key(error, config_name)
+            explained = _explain_unknown_key(error, config_name) or _explain_failed_study(error)
             if user_setting == "1":
                 if explained is None:
                     raise
@@ -169,6 +169,28 @@ def _raised_in_package(error: BaseException) -> bool:
         frame_module = str(traceback.tb_frame.f_globals.get("__name__", ""))
         traceback = traceback.tb_next
     return frame_module.partition(".")[0] == PACKAGE
+
+
+def _explain_failed_study(error: Exception) -> ConfigError | None:
+    """The Optuna sweeper asks its study for the best trial after the last one; when every
+    trial failed the storage raises a bare `ValueError` ("Record does not exist." in SQLite,
+    "No trials are completed yet." in memory). Said in words, after the summary of the failed
+    jobs that the entry point prints first; None for any other error."""
+    if not isinstance(error, ValueError):
+        return None
+    traceback = error.__traceback__
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        if code.co_name == "best_trial" and Path(code.co_filename).parts[-3:-1] == (
+            "optuna",
+            "study",
+        ):
+            return ConfigError(
+                "no trial of the Optuna study finished, so it has no best trial: every job "
+                "failed (their errors are listed above and in each job's error.txt)"
+            )
+        traceback = traceback.tb_next
+    return None
 
 
 def _check_search_runs_as_multirun() -> None:
