@@ -267,6 +267,7 @@ def hand_iteration(
             "method.reward_sign must be one of new_minus_old, old_minus_new",
         ),
         (("method.baseline=mean",), "method.baseline must be one of none, ema"),
+        (("method.augment_labeled=2",), "method.augment_labeled must be true or false, got 2"),
         (("data.num_labeled=null",), "set data.num_labeled=N"),
     ],
 )
@@ -276,6 +277,31 @@ def test_bad_settings_stop_before_training(run_entry_point, tmp_path: Path, over
     assert message in result.text
     assert "Traceback" not in result.text
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("augment_labeled", [True, False])
+def test_the_labeled_batch_is_trained_on_its_weak_view_when_asked(
+    compose_train, augment_labeled: bool
+) -> None:
+    """MPL-pytorch's `transform_labeled`: the labeled images get the weak view (its draws come
+    first from the global stream); `augment_labeled=false` leaves them as they are."""
+    from weaksup.build import build_datamodule, build_method
+
+    cfg = compose_train(
+        "method=smpl",
+        *TWO_MOONS,
+        "augment.vectors.weak_sigma=0.5",
+        "augment.vectors.strong_sigma=0.5",
+        f"method.augment_labeled={str(augment_labeled).lower()}",
+    )
+    model = build_method(cfg, build_datamodule(cfg).metadata)
+    inputs = torch.randn(16, 2)
+    torch.manual_seed(3)
+    seen = model.labeled_view(inputs)
+    torch.manual_seed(3)
+    expected = model.views.weak(inputs) if augment_labeled else inputs
+    assert torch.equal(seen, expected)
+    assert torch.equal(seen, inputs) is not augment_labeled
 
 
 def test_mil_bags_are_refused(run_entry_point, tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ class MetaPseudoLabels(PseudoLabelMethod):
 
     def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
         teacher_optimizer, student_optimizer = self.optimizers()
-        inputs, targets = batch.labeled.inputs, batch.labeled.targets
+        inputs, targets = self.labeled_view(batch.labeled.inputs), batch.labeled.targets
         num_labeled = len(targets)
         weak, strong = self.weak_and_strong(batch.unlabeled)
         labels = self.pseudo_labels_of(self.teacher, weak)

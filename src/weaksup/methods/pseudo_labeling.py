@@ -66,6 +66,9 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         baseline_decay: decay of that moving average (megaboost 0.99).
         mpl_target: target of the meta loss on the strong view: `hard` (own argmax, both
             codes) or `soft` (own detached probabilities).
+        augment_labeled: train on the weak view of the labeled batch, as MPL-pytorch's
+            `transform_labeled` (flip + reflect-padded crop) and UDA's labeled pipeline do;
+            `false` feeds the labeled images as they are.
         plot_augmentations: save `augmentations.png` (original / weak / strong) at train start.
         plot_boundary: on 2-D inputs, save `decision_boundary.png` at train end: the predicted
             classes after the first epoch, a quarter, half and all of training.
@@ -93,6 +96,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         baseline: str = "ema",
         baseline_decay: float = 0.99,
         mpl_target: str = "hard",
+        augment_labeled: bool = True,
         plot_augmentations: bool = True,
         plot_boundary: bool = True,
     ) -> None:
@@ -121,6 +125,11 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         self.baseline_decay = check_probability(baseline_decay, "method.baseline_decay")
         self.mpl_target = check_choice(mpl_target, "method.mpl_target", META_TARGETS)
         self.views = augment.for_input(tuple(input_shape))
+        if not isinstance(augment_labeled, bool):
+            raise ValueError(
+                f"method.augment_labeled must be true or false, got {augment_labeled!r}"
+            )
+        self.augment_labeled = augment_labeled
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.plot_augmentations = plot_augmentations
@@ -134,6 +143,13 @@ class PseudoLabelMethod(ManualOptimizationMethod):
         self.test_metrics = metrics.clone(prefix="test/")
 
     # --- shared pieces of the training step -------------------------------------------------
+
+    def labeled_view(self, inputs: Tensor) -> Tensor:
+        """The labeled batch as the step sees it: its weak view with `augment_labeled`.
+
+        Drawn before the unlabeled views, from the same global stream, so a resumed run
+        replays it."""
+        return self.views.weak(inputs) if self.augment_labeled else inputs
 
     def weak_and_strong(self, unlabeled: Tensor) -> tuple[Tensor, Tensor]:
         """The two augmented views of the unlabeled batch (global RNG, on its device)."""

@@ -112,7 +112,7 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
 
     def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()[0]
-        inputs, targets = batch.labeled.inputs, batch.labeled.targets
+        inputs, targets = self.labeled_view(batch.labeled.inputs), batch.labeled.targets
         num_labeled = len(targets)
         if not self.pseudo_label_step and self.uda_weight == 0:
             return self._labeled_step(optimizer, inputs, targets)
