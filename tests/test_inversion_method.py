@@ -118,9 +118,39 @@ def test_ablation_variants_log_only_their_terms(
         }
 
 
+def test_unlabeled_rampup_logs_its_scale_and_reaches_one(tmp_path: Path, run_entry_point) -> None:
+    """`method.unlabeled_rampup_steps=4`: the logged scale follows exp(−5(1 − k/4)²) per step."""
+    import math
+
+    run_dir = tmp_path / "rampup"
+    result = run_entry_point(
+        main,
+        *_args(
+            run_dir,
+            "method.unlabeled_rampup_steps=4",
+            "trainer.max_epochs=3",
+            "trainer.log_every_n_steps=1",
+        ),
+    )
+    assert result.code == 0, result.err
+    rows = (run_dir / "csv/version_0/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    column, step = header.index("train/unlabeled_scale"), header.index("step")
+    logged = {
+        int(row.split(",")[step]): float(row.split(",")[column])
+        for row in rows[1:]
+        if row.split(",")[column]
+    }
+    assert logged == pytest.approx({k: math.exp(-5 * (1 - min(k, 4) / 4) ** 2) for k in range(6)})
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (
+            ("method.unlabeled_rampup_steps=-1",),
+            "method.unlabeled_rampup_steps must be an integer >= 0, got -1",
+        ),
         (
             ("data.num_labeled=null",),
             "method InversionClassifier learns from labeled + unlabeled data: set "
@@ -131,7 +161,7 @@ def test_ablation_variants_log_only_their_terms(
             "choose a data option that emits SemiSupervisedBatch: blobs, digits",
         ),
     ],
-    ids=["no-labeled-subset", "bag-data"],
+    ids=["negative-rampup", "no-labeled-subset", "bag-data"],
 )
 def test_data_the_method_cannot_learn_from_stops_at_start(
     tmp_path: Path, run_entry_point, overrides: tuple[str, ...], message: str

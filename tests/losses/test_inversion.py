@@ -15,6 +15,7 @@ from weaksup.losses import (
     entropy_from_logits,
     reconstructions,
 )
+from weaksup.losses.inversion import sigmoid_rampup
 from weaksup.nn import MLP, Backbone
 from weaksup.nn.backbones import ConvolutionStage
 
@@ -303,6 +304,34 @@ def test_hand_computed_loss() -> None:
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value, rel=1e-12), name
     assert terms["loss"].item() == pytest.approx(3.0242562, rel=1e-7)
+
+
+def test_unlabeled_scale_multiplies_the_entropy_and_reconstruction_terms_only() -> None:
+    backbone = _mlp()
+    labeled, targets, unlabeled = _batch(3, (5,))
+    loss = MultiscaleInversionLoss()
+    full = loss(backbone.double(), labeled, targets, unlabeled)
+    scaled = loss(backbone, labeled, targets, unlabeled, unlabeled_scale=0.25)
+    for name in full:  # the logged terms are the unscaled ones
+        if name != "loss":
+            torch.testing.assert_close(scaled[name], full[name])
+    unsupervised = full["entropy"] / math.log(NUM_CLASSES) + full["reconstruction"]
+    torch.testing.assert_close(scaled["loss"], full["ce"] + 0.25 * unsupervised)
+    zero = loss(backbone, labeled, targets, unlabeled, unlabeled_scale=0.0)
+    torch.testing.assert_close(zero["loss"], full["ce"])
+    with pytest.raises(ValueError, match="unlabeled_scale must be a finite number >= 0, got -1"):
+        loss(backbone, labeled, targets, unlabeled, unlabeled_scale=-1)
+
+
+def test_sigmoid_rampup_is_the_pi_models_gaussian_curve() -> None:
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(100, 100) == sigmoid_rampup(10**6, 100) == 1.0
+    assert sigmoid_rampup(0, 0) == 1.0  # no ramp-up
+    values = [sigmoid_rampup(step, 40) for step in range(41)]
+    assert values == sorted(values)
+    with pytest.raises(ValueError, match="ramp-up length must be >= 0 steps, got -3"):
+        sigmoid_rampup(1, -3)
 
 
 def test_argmax_templates_use_the_predicted_class() -> None:

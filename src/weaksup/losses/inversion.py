@@ -104,6 +104,20 @@ def default_reconstruction_weights(level_sizes: Sequence[int]) -> list[float]:
     return [1.0 / (num_levels * size) for size in level_sizes]
 
 
+def sigmoid_rampup(step: int, length: int) -> float:
+    """`exp(−5·(1 − t)²)`, `t = min(step, length)/length`: the weight of the unsupervised terms
+    ramped up from about 0.007 to 1 over `length` steps, then 1 (Laine & Aila 2017, Temporal
+    Ensembling, Sec. 3.1 and App. A: "a Gaussian ramp-up curve exp[−5(1 − T)²]"). `length=0`
+    gives 1 from the first step (no ramp-up).
+    """
+    if length < 0:
+        raise ValueError(f"the ramp-up length must be >= 0 steps, got {length}")
+    if length == 0 or step >= length:
+        return 1.0
+    progress = max(step, 0) / length
+    return math.exp(-5.0 * (1.0 - progress) ** 2)
+
+
 def reconstructions(
     logits: Tensor,
     features: Sequence[Tensor],
@@ -269,9 +283,11 @@ class MultiscaleInversionLoss(nn.Module):
         labeled_inputs: Tensor,
         labeled_targets: Tensor,
         unlabeled_inputs: Tensor | None = None,
+        unlabeled_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """Named terms of one training step: `loss`, and `ce`, `entropy`, `reconstruction`,
-        `reconstruction_l{l}` for the terms that are on (see `terms`).
+        `reconstruction_l{l}` for the terms that are on (see `terms`; `unlabeled_scale`
+        multiplies the entropy and reconstruction terms in `loss`, for a ramp-up).
 
         Labeled rows first, then unlabeled rows, in ONE forward pass. Why one pass: it is one
         network call instead of two, and with BatchNorm in training mode both streams are
@@ -298,19 +314,20 @@ class MultiscaleInversionLoss(nn.Module):
         else:
             inputs = labeled_inputs
         if not self.uses_reconstruction:
-            return self.terms(backbone(inputs), labeled_targets)
+            return self.terms(backbone(inputs), labeled_targets, unlabeled_scale=unlabeled_scale)
         # The input is level 0: a fresh leaf that requires grad, whatever the batch tensor was.
         inputs = inputs.detach().requires_grad_(True)
         if self.scales == "input":
-            return self.terms(backbone(inputs), labeled_targets, [inputs])
+            return self.terms(backbone(inputs), labeled_targets, [inputs], unlabeled_scale)
         logits, features = backbone.forward_with_features(inputs)
-        return self.terms(logits, labeled_targets, features)
+        return self.terms(logits, labeled_targets, features, unlabeled_scale)
 
     def terms(
         self,
         logits: Tensor,
         labeled_targets: Tensor,
         features: Sequence[Tensor] | None = None,
+        unlabeled_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """The loss terms from a forward pass already made (labeled rows first).
 
@@ -320,13 +337,17 @@ class MultiscaleInversionLoss(nn.Module):
             features: the levels of the same forward pass (`features[0]` the input, requiring
                 grad); required when a reconstruction weight is non-zero. With
                 `scales="input"` only `features[0]` is used.
+            unlabeled_scale: `s ≥ 0`, a factor on the entropy and reconstruction terms in
+                `loss` (a ramp-up schedule, `sigmoid_rampup`); the returned terms are unscaled.
 
         Returns:
             `ce` (mean over labeled rows), `entropy` (mean over unlabeled rows, nats),
             `reconstruction_l{l}` (mean over all rows of `‖z_l − ẑ_l‖²`, unweighted),
             `reconstruction` (`Σ_l β_R^(l)·reconstruction_l{l}`), and
-            `loss = β_CE·ce + β_E·entropy + reconstruction`; switched-off terms are absent.
+            `loss = β_CE·ce + s·(β_E·entropy + reconstruction)`; switched-off terms are absent.
         """
+        if not 0 <= unlabeled_scale < math.inf:
+            raise ValueError(f"unlabeled_scale must be a finite number >= 0, got {unlabeled_scale}")
         num_classes = self._check_logits(logits, labeled_targets)
         num_labeled = labeled_targets.shape[0]
         scores = at_least_float32(logits)
@@ -344,11 +365,11 @@ class MultiscaleInversionLoss(nn.Module):
             result["entropy"] = entropy_from_logits(scores[num_labeled:]).mean()
             weight = self.entropy_weight
             weight = default_entropy_weight(num_classes) if weight is None else weight
-            total = total + weight * result["entropy"]
+            total = total + unlabeled_scale * weight * result["entropy"]
         if self.uses_reconstruction:
             reconstruction_terms = self._reconstruction_terms(logits, labeled_targets, features)
             result.update(reconstruction_terms)
-            total = total + reconstruction_terms["reconstruction"]
+            total = total + unlabeled_scale * reconstruction_terms["reconstruction"]
         result["loss"] = total
         return result
 

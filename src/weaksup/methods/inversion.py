@@ -26,7 +26,7 @@ from weaksup.config.instantiate import build_node
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
 from weaksup.losses.classification import CrossEntropyLoss
-from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions
+from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions, sigmoid_rampup
 from weaksup.methods.supervised import SupervisedClassifier
 from weaksup.plots.publish import publish_figure
 from weaksup.plots.reconstructions import plot_reconstructions
@@ -47,6 +47,9 @@ class InversionClassifier(SupervisedClassifier):
         plot_reconstructions: save `reconstructions.png` (inputs and their reconstruction at
             every level) at the end of training.
         num_plot_examples: validation examples in that figure.
+        unlabeled_rampup_steps: ramp the entropy and reconstruction terms up over this many
+            steps with the Π-model's `exp(−5(1 − t)²)` (`losses.inversion.sigmoid_rampup`); 0
+            (default) weighs them fully from the first step, as the papers' loss is written.
     """
 
     consumes: ClassVar[type] = SemiSupervisedBatch
@@ -63,6 +66,7 @@ class InversionClassifier(SupervisedClassifier):
         check_finite_loss: bool = True,
         plot_reconstructions: bool = True,
         num_plot_examples: int = 6,
+        unlabeled_rampup_steps: int = 0,
     ) -> None:
         if not hasattr(backbone, "forward_with_features"):
             raise ValueError(
@@ -71,6 +75,15 @@ class InversionClassifier(SupervisedClassifier):
             )
         if num_plot_examples < 1:
             raise ValueError(f"method.num_plot_examples must be >= 1, got {num_plot_examples}")
+        if (
+            isinstance(unlabeled_rampup_steps, bool)
+            or not isinstance(unlabeled_rampup_steps, int)
+            or unlabeled_rampup_steps < 0
+        ):
+            raise ValueError(
+                f"method.unlabeled_rampup_steps must be an integer >= 0, got "
+                f"{unlabeled_rampup_steps!r}"
+            )
         super().__init__(
             backbone,
             CrossEntropyLoss(),
@@ -83,6 +96,7 @@ class InversionClassifier(SupervisedClassifier):
         self.inversion_loss = loss
         self.plot_reconstructions = plot_reconstructions
         self.num_plot_examples = num_plot_examples
+        self.unlabeled_rampup_steps = unlabeled_rampup_steps
         self.figure_path: Path | None = None
 
     @classmethod
@@ -98,10 +112,17 @@ class InversionClassifier(SupervisedClassifier):
         )
 
     def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
+        scale = sigmoid_rampup(self.global_step, self.unlabeled_rampup_steps)
         terms = self.inversion_loss(
-            self.backbone, batch.labeled.inputs, batch.labeled.targets, batch.unlabeled
+            self.backbone,
+            batch.labeled.inputs,
+            batch.labeled.targets,
+            batch.unlabeled,
+            unlabeled_scale=scale,
         )
         self.log_loss_terms("train", terms, batch_size=len(batch.labeled))
+        if self.unlabeled_rampup_steps:
+            self.log("train/unlabeled_scale", scale, on_step=True, on_epoch=False)
         return terms["loss"]
 
     def on_train_end(self) -> None:
