@@ -73,6 +73,7 @@ class TwoNetworkProbe(ManualOptimizationMethod):
         nan_at_iteration: int | None = None,
         overflow_at_iteration: int | None = None,
         weights_dir: str | None = None,
+        auxiliary_loss_factor: float = 1.0,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval, check_finite_loss, ema_decay)
         self.network = network
@@ -80,6 +81,7 @@ class TwoNetworkProbe(ManualOptimizationMethod):
         self.nan_at_iteration = nan_at_iteration
         self.overflow_at_iteration = overflow_at_iteration
         self.weights_dir = weights_dir
+        self.auxiliary_loss_factor = auxiliary_loss_factor
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         #: Gradient norm and largest entry of each optimizer step before clipping.
@@ -112,6 +114,7 @@ class TwoNetworkProbe(ManualOptimizationMethod):
         network_optimizer, auxiliary_optimizer = self.optimizers()
         loss = F.cross_entropy(self.network(batch.inputs), batch.targets)
         auxiliary_loss = F.cross_entropy(self.auxiliary(batch.inputs.flatten(1)), batch.targets)
+        auxiliary_loss = auxiliary_loss * self.auxiliary_loss_factor
         if self.iteration == self.nan_at_iteration:
             auxiliary_loss = auxiliary_loss * float("nan")
         if self.iteration == self.overflow_at_iteration:
@@ -121,8 +124,10 @@ class TwoNetworkProbe(ManualOptimizationMethod):
         )
         network_applied = self.step_with_loss(network_optimizer, loss)
         parameters = list(self.auxiliary.parameters())
-        grads = torch.autograd.grad(auxiliary_loss, parameters)
-        auxiliary_applied = self.step_with_gradients(auxiliary_optimizer, parameters, grads)
+        grads, scale = self.loss_gradients(auxiliary_loss, parameters)
+        auxiliary_applied = self.step_with_gradients(
+            auxiliary_optimizer, parameters, grads, scale=scale
+        )
         self.step_results.append((self.iteration, network_applied, auxiliary_applied))
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

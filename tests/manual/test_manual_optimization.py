@@ -109,6 +109,23 @@ def test_gradient_clipping_clips_the_unscaled_gradients_under_16_mixed(
     assert min(applied) > 0.01 and max(applied) <= 1.0 + 1e-5
 
 
+def test_gradients_too_small_for_half_precision_survive_loss_gradients_under_16_mixed(
+    compose_train: ComposeFn, tmp_path: Path
+) -> None:
+    """`loss_gradients` differentiates the scaled loss, as `manual_backward` does: gradients of
+    about 1e-9, which are 0 in float16, reach the optimizer with the values a float32 run has."""
+    tiny = ("++method.auxiliary_loss_factor=1e-7", "trainer.max_epochs=1")
+    applied = {}
+    for precision, amp in (("32", ("trainer.precision=32",)), ("16-mixed-cpu", CPU_FP16)):
+        cfg = compose_train(*PROBE, *RECORDING_SGD, *amp, *tiny, output_dir=tmp_path / precision)
+        _, trainer = _fit(cfg)
+        applied[precision] = [norm for norm, _ in trainer.optimizers[1].applied]
+    reference, half = applied["32"], applied["16-mixed-cpu"]
+    assert 0 < reference[0] < 1e-6  # the first step: same weights, same batch
+    assert half[0] == pytest.approx(reference[0], rel=0.05)
+    assert all(norm > 0 for norm in half)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gradient_clipping_under_16_mixed_on_cuda(compose_train: ComposeFn) -> None:

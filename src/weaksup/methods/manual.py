@@ -150,19 +150,38 @@ class ManualOptimizationMethod(WeakSupMethod):
             self.manual_backward(loss)
         return self._step(optimizer, raw, scheduler)
 
+    def loss_gradients(
+        self, loss: Tensor, params: Sequence[nn.Parameter], *, retain_graph: bool = False
+    ) -> tuple[list[Tensor | None], float | None]:
+        """`torch.autograd.grad(loss, params)` for `step_with_gradients`, and the scale they carry.
+
+        Under a `GradScaler` (`16-mixed`) the gradient of `loss × scale` is taken, as
+        `manual_backward` does, so that gradients too small for half precision do not underflow
+        to 0 in the backward pass; the scale is returned with them (None without a scaler) and
+        `step_with_gradients(..., scale=...)` turns them into what the scaler expects even if a
+        step in between changed its scale. None for a parameter the loss does not reach.
+        """
+        scale = self._loss_scale(loss.device)
+        scaled = loss if scale is None else loss * scale
+        grads = torch.autograd.grad(scaled, params, retain_graph=retain_graph, allow_unused=True)
+        return list(grads), None if scale is None else float(scale)
+
     def step_with_gradients(
         self,
         optimizer: LightningOptimizer,
         params: Sequence[nn.Parameter],
         grads: Sequence[Tensor | None],
         scheduler: LRScheduler | None = None,
+        scale: float | None = None,
     ) -> bool:
-        """Step `optimizer` with gradients computed elsewhere (e.g. `torch.autograd.grad`).
+        """Step `optimizer` with gradients computed elsewhere (`loss_gradients`).
 
-        `grads[i]` (the true, unscaled gradient; None: no gradient) becomes `params[i].grad`
-        and is modified in place (averaged over ranks, scaled, unscaled, clipped). Under a
-        `GradScaler` it is multiplied by the current (power-of-two) scale, which Lightning's
-        `unscale_` divides out exactly, so the Inf/NaN check and skip apply as for a loss.
+        `grads[i]` (None: no gradient) becomes `params[i].grad` and is modified in place
+        (averaged over ranks, scaled, unscaled, clipped). `scale` is the loss scale the
+        gradients carry (`loss_gradients` gives it; None: true, unscaled gradients). Under a
+        `GradScaler` they are multiplied by `current scale / scale` (powers of two: exact),
+        which Lightning's `unscale_` divides out, so the Inf/NaN check and skip apply as for a
+        loss.
         """
         raw = self._raw_optimizer(optimizer)
         if self.check_finite_loss:
@@ -171,10 +190,11 @@ class ManualOptimizationMethod(WeakSupMethod):
         if any(id(param) not in owned for param in params):
             raise ValueError("step_with_gradients: a parameter is not one of this optimizer's")
         optimizer.zero_grad()
-        scale = self._loss_scale(params[0].device) if params else None
+        current = self._loss_scale(params[0].device) if params else None
+        factor = (1.0 if current is None else float(current)) / (1.0 if scale is None else scale)
         for param, grad in zip(params, grads, strict=True):
             if grad is not None:
-                param.grad = grad.detach() if scale is None else grad.detach() * scale
+                param.grad = grad.detach() if factor == 1.0 else grad.detach() * factor
         return self._step(optimizer, raw, scheduler)
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

@@ -134,21 +134,22 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
         loss_pl = smoothed_cross_entropy(strong_logits, labels.hard, self.label_smoothing)
         terms["pseudo_label"] = loss_pl
         self.log_loss_terms("train", terms, batch_size=num_labeled)
-        pl_grads = torch.autograd.grad(loss_pl, params, retain_graph=True, allow_unused=True)
+        # Under 16-mixed each carries the loss scale of this moment (`loss_gradients`).
+        pl_grads, scale = self.loss_gradients(loss_pl, params, retain_graph=True)
         if self.meta:
-            uda_grads = torch.autograd.grad(loss_uda, params, retain_graph=True, allow_unused=True)
+            uda_grads, _ = self.loss_gradients(loss_uda, params, retain_graph=True)
             own = meta_pseudo_label_loss(logits.new_ones(()), strong_logits, self.mpl_target)
-            own_grads = torch.autograd.grad(own, params, allow_unused=True)
+            own_grads, _ = self.loss_gradients(own, params)
         else:
-            uda_grads = torch.autograd.grad(loss_uda, params, allow_unused=True)
+            uda_grads, _ = self.loss_gradients(loss_uda, params)
         del logits, labeled_logits, strong_logits, loss_pl  # the graph goes here
 
         first_optimizer = self.optimizers()[1]
         for group in first_optimizer.optimizer.param_groups:
             group["lr"] = self.first_step_lr or optimizer.optimizer.param_groups[0]["lr"]
-        self.step_with_gradients(first_optimizer, params, pl_grads)
+        self.step_with_gradients(first_optimizer, params, pl_grads, scale=scale)
         if not self.meta:
-            self.step_with_gradients(optimizer, params, uda_grads)
+            self.step_with_gradients(optimizer, params, uda_grads, scale=scale)
             return loss_uda.detach()
 
         with torch.no_grad():
@@ -161,7 +162,7 @@ class SelfMetaPseudoLabels(PseudoLabelMethod):
         self.log_loss_terms(
             "train", {"labeled_ce_new": loss_new, "reward": reward}, batch_size=num_labeled
         )
-        self.step_with_gradients(optimizer, params, grads)
+        self.step_with_gradients(optimizer, params, grads, scale=scale)
         return loss_uda.detach()
 
     def _labeled_step(self, optimizer: Any, inputs: Tensor, targets: Tensor) -> Tensor:
