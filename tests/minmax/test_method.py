@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
 
 from weaksup.build import build_datamodule, build_method, check_compatibility
 from weaksup.config.validation import ConfigError, validate_config
@@ -17,26 +17,13 @@ from weaksup.losses.minmax import class_spread
 from weaksup.methods.minmax import DECISION_REGIONS_FILE, MinMaxClassifier, PartialTagBaseline
 from weaksup.train import train
 
-QUIET = [
-    "logger=none",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.enable_progress_bar=false",
-]
+from conftest import ComposeFn
 
 
-def _compose(tmp_path: Path, *overrides: str):
-    with initialize_config_module("weaksup.conf", version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={tmp_path}", *QUIET, *overrides])
-
-
-def _blobs(tmp_path: Path, *overrides: str):
-    return _compose(
-        tmp_path,
-        "experiment=minmax_partial_blobs",
-        "trainer.log_every_n_steps=1",
-        "data.batch_size=64",
-        *overrides,
+def _blobs(compose_train: ComposeFn, *overrides: str) -> DictConfig:
+    """`experiment=minmax_partial_blobs` in this test's folder, without a logger."""
+    return compose_train(
+        "logger=none", "experiment=minmax_partial_blobs", "data.batch_size=64", *overrides
     )
 
 
@@ -53,10 +40,12 @@ class SpreadProbe(pl.Callback):
 
 
 @pytest.mark.parametrize("distance", ["l2", "kl"])
-def test_projection_holds_after_every_optimizer_step(tmp_path: Path, distance: str) -> None:
+def test_projection_holds_after_every_optimizer_step(
+    compose_train: ComposeFn, distance: str
+) -> None:
     bound = 0.5
     cfg = _blobs(
-        tmp_path,
+        compose_train,
         "method.loss.form=full",
         f"method.loss.distance={distance}",
         "method.tag_rule.rule=fixed",  # the default midpoint rule measures cosines
@@ -87,8 +76,8 @@ def test_projection_holds_after_every_optimizer_step(tmp_path: Path, distance: s
     assert probe.spreads[-1] == pytest.approx(bound, rel=1e-3)  # the push keeps the bound active
 
 
-def test_minmax_partial_blobs_end_to_end(tmp_path: Path) -> None:
-    cfg = _blobs(tmp_path, "trainer.max_epochs=8", "seed=1")
+def test_minmax_partial_blobs_end_to_end(compose_train: ComposeFn, tmp_path: Path) -> None:
+    cfg = _blobs(compose_train, "trainer.max_epochs=8", "seed=1")
     results = train(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
     test = written["test"]
@@ -107,9 +96,11 @@ def test_minmax_partial_blobs_end_to_end(tmp_path: Path) -> None:
     ("method", "objective"),
     [("minmax_baseline_softmax", "softmax"), ("minmax_baseline_bce", "bce")],
 )
-def test_baselines_run_on_the_same_tags(tmp_path: Path, method: str, objective: str) -> None:
+def test_baselines_run_on_the_same_tags(
+    compose_train: ComposeFn, tmp_path: Path, method: str, objective: str
+) -> None:
     cfg = _blobs(
-        tmp_path,
+        compose_train,
         f"method={method}",
         "trainer.max_epochs=8",
         "seed=1",
@@ -126,8 +117,8 @@ def test_baselines_run_on_the_same_tags(tmp_path: Path, method: str, objective: 
     assert not (tmp_path / DECISION_REGIONS_FILE).exists()
 
 
-def test_predict_step_gives_scores_and_tag_sets(tmp_path: Path) -> None:
-    cfg = _blobs(tmp_path, "method=minmax_post")
+def test_predict_step_gives_scores_and_tag_sets(compose_train: ComposeFn) -> None:
+    cfg = _blobs(compose_train, "method=minmax_post")
     datamodule = build_datamodule(cfg)
     model = build_method(cfg, datamodule.metadata)
     assert isinstance(model, MinMaxClassifier)
@@ -141,8 +132,8 @@ def test_predict_step_gives_scores_and_tag_sets(tmp_path: Path) -> None:
     assert torch.allclose(output["scores"], torch.sigmoid(5 * similarity))
 
 
-def test_class_count_mismatch_names_the_key(tmp_path: Path) -> None:
-    cfg = _blobs(tmp_path, "method.num_classes=3")
+def test_class_count_mismatch_names_the_key(compose_train: ComposeFn) -> None:
+    cfg = _blobs(compose_train, "method.num_classes=3")
     datamodule = build_datamodule(cfg)
     with pytest.raises(ConfigError, match=r"method.num_classes=3 .* has 2 tag classes"):
         build_method(cfg, datamodule.metadata)
@@ -175,9 +166,9 @@ def test_class_count_mismatch_names_the_key(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_names_the_key(
-    tmp_path: Path, overrides: list[str], error: type, message: str
+    compose_train: ComposeFn, overrides: list[str], error: type, message: str
 ) -> None:
-    cfg = _blobs(tmp_path, *overrides)
+    cfg = _blobs(compose_train, *overrides)
     # The constructors' own errors reach the user unwrapped (weaksup.config.instantiate)
     with pytest.raises(error, match=message):
         validate_config(cfg)
@@ -185,8 +176,8 @@ def test_bad_input_names_the_key(
         build_method(cfg, datamodule.metadata)
 
 
-def test_minmax_needs_tagged_batches(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, "method=minmax", "data=blobs")
+def test_minmax_needs_tagged_batches(compose_train: ComposeFn) -> None:
+    cfg = compose_train("logger=none", "method=minmax", "data=blobs")
     with pytest.raises(
         ConfigError,
         match="consumes TaggedBatch batches but data ClassificationDataModule emits Batch",
@@ -194,8 +185,8 @@ def test_minmax_needs_tagged_batches(tmp_path: Path) -> None:
         check_compatibility(cfg)
 
 
-def test_baseline_is_a_partial_tag_method(tmp_path: Path) -> None:
-    cfg = _blobs(tmp_path, "method=minmax_baseline_bce")
+def test_baseline_is_a_partial_tag_method(compose_train: ComposeFn) -> None:
+    cfg = _blobs(compose_train, "method=minmax_baseline_bce")
     datamodule = build_datamodule(cfg)
     model = build_method(cfg, datamodule.metadata)
     assert isinstance(model, PartialTagBaseline) and model.objective == "bce"
