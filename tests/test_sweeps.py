@@ -102,7 +102,7 @@ def _search_options() -> list[Any]:
 
 
 def _experiment_exists(option: str) -> bool:
-    """`smpl_fashion1000` starts from `experiment=smpl_fashion1000` (landing in this session)."""
+    """Whether the experiment a search option starts from is shipped (`override /experiment`)."""
     experiment = OmegaConf.load(str(SEARCH_OPTIONS / f"{option}.yaml")).defaults[-1]
     name = experiment["override /experiment"]
     return (resources.files("weaksup.conf") / "experiment" / f"{name}.yaml").is_file()
