@@ -15,7 +15,7 @@ from weaksup.methods.inversion import InversionClassifier
 from weaksup.nn import MLP
 from weaksup.train import main
 
-from conftest import QUIET_OVERRIDES
+from conftest import QUIET_OVERRIDES, read_csv_rows
 
 TWO_MOONS = (
     "method=inversion",
@@ -133,13 +133,10 @@ def test_unlabeled_rampup_logs_its_scale_and_reaches_one(tmp_path: Path, run_ent
         ),
     )
     assert result.code == 0, result.err
-    rows = (run_dir / "csv/version_0/metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    column, step = header.index("train/unlabeled_scale"), header.index("step")
     logged = {
-        int(row.split(",")[step]): float(row.split(",")[column])
-        for row in rows[1:]
-        if row.split(",")[column]
+        int(row["step"]): float(row["train/unlabeled_scale"])
+        for row in read_csv_rows(run_dir / "csv/version_0/metrics.csv")
+        if row["train/unlabeled_scale"]
     }
     assert logged == pytest.approx({k: math.exp(-5 * (1 - min(k, 4) / 4) ** 2) for k in range(6)})
 
