@@ -211,6 +211,23 @@ def test_explicit_weights_replace_the_defaults() -> None:
     )
 
 
+def test_reconstruction_scale_multiplies_the_default_and_the_given_weights() -> None:
+    sizes = [5, 8, 8]  # the levels of _mlp(): its input and two hidden layers
+    defaults = default_reconstruction_weights(sizes)
+    scaled = MultiscaleInversionLoss(reconstruction_scale=100.0).level_weights(sizes)
+    assert scaled == pytest.approx([100.0 * weight for weight in defaults])
+    given = MultiscaleInversionLoss(reconstruction_weights=[1, 2, 3], reconstruction_scale=0.5)
+    assert given.level_weights(sizes) == [0.5, 1.0, 1.5]
+    batch = _batch(2, (5,))
+    plain = MultiscaleInversionLoss()(_mlp(), *batch)
+    strong = MultiscaleInversionLoss(reconstruction_scale=100.0)(_mlp(), *batch)
+    torch.testing.assert_close(strong["reconstruction"], 100.0 * plain["reconstruction"])
+    off = MultiscaleInversionLoss(reconstruction_scale=0)
+    assert not off.uses_reconstruction and "reconstruction" not in off(_mlp(), *batch)
+    with pytest.raises(ValueError, match="reconstruction_scale must be finite and >= 0"):
+        MultiscaleInversionLoss(reconstruction_scale=-1)
+
+
 def test_single_scale_reconstructs_the_input_only() -> None:
     batch = _batch(3, (5,))
     multiscale = MultiscaleInversionLoss()(_mlp(), *batch)

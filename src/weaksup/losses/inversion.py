@@ -212,6 +212,8 @@ class MultiscaleInversionLoss(nn.Module):
             level's dimensions). `None` for `1/(L·D^(l))` (see `default_reconstruction_weights`);
             one number for the same raw weight on every level; a list for one weight per
             reconstructed level (its length is checked against the backbone's levels).
+        reconstruction_scale: a factor on every β_R^(l) (the defaults or the given ones), so the
+            default's shape across levels can be kept at another overall strength (1: as given).
         scales: `"multiscale"` reconstructs the input of every level ([2018]); `"input"` only the
             network input, the single-scale loss of [2017].
         unlabeled_template: the ŷ that weights the templates of unlabeled rows: `"probabilities"`
@@ -231,6 +233,7 @@ class MultiscaleInversionLoss(nn.Module):
         reconstruction_weights: float | Sequence[float] | None = None,
         scales: str = "multiscale",
         unlabeled_template: str = "probabilities",
+        reconstruction_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if scales not in SCALES:
@@ -244,6 +247,7 @@ class MultiscaleInversionLoss(nn.Module):
             None if entropy_weight is None else _check_weight(entropy_weight, "entropy_weight")
         )
         self.reconstruction_weights = _check_reconstruction_weights(reconstruction_weights)
+        self.reconstruction_scale = _check_weight(reconstruction_scale, "reconstruction_scale")
         self.scales = scales
         self.unlabeled_template = unlabeled_template
         if not (self.ce_weight or self.uses_entropy or self.uses_reconstruction):
@@ -255,7 +259,8 @@ class MultiscaleInversionLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"ce_weight={self.ce_weight}, entropy_weight={self.entropy_weight}, "
-            f"reconstruction_weights={self.reconstruction_weights}, scales={self.scales!r}, "
+            f"reconstruction_weights={self.reconstruction_weights}, "
+            f"reconstruction_scale={self.reconstruction_scale}, scales={self.scales!r}, "
             f"unlabeled_template={self.unlabeled_template!r}"
         )
 
@@ -265,6 +270,8 @@ class MultiscaleInversionLoss(nn.Module):
 
     @property
     def uses_reconstruction(self) -> bool:
+        if self.reconstruction_scale == 0:
+            return False
         weights = self.reconstruction_weights
         if weights is None:
             return True
@@ -387,7 +394,11 @@ class MultiscaleInversionLoss(nn.Module):
         return torch.cat([labeled, unlabeled])
 
     def level_weights(self, level_sizes: Sequence[int]) -> list[float]:
-        """β_R^(l) for the reconstructed levels of `level_sizes` values per example each."""
+        """β_R^(l) for the reconstructed levels of `level_sizes` values per example each (times
+        `reconstruction_scale`)."""
+        return [self.reconstruction_scale * weight for weight in self._level_weights(level_sizes)]
+
+    def _level_weights(self, level_sizes: Sequence[int]) -> list[float]:
         weights = self.reconstruction_weights
         if weights is None:
             return default_reconstruction_weights(level_sizes)
