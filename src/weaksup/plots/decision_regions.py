@@ -92,7 +92,4 @@ def plot_decision_regions(
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_figure(figure, path, dpi=80)
-    return path
+    return atomic_save_figure(figure, path, dpi=80)

@@ -174,7 +174,4 @@ def plot_embeddings(
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_figure(figure, path, dpi=80)
-    return path
+    return atomic_save_figure(figure, path, dpi=80)

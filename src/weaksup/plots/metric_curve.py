@@ -65,7 +65,4 @@ def plot_metric_curve(
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_figure(figure, path)
-    return path
+    return atomic_save_figure(figure, path)
