@@ -146,7 +146,7 @@ def test_unlabeled_rampup_logs_its_scale_and_reaches_one(tmp_path: Path, run_ent
     [
         (
             ("method.unlabeled_rampup_steps=-1",),
-            "method.unlabeled_rampup_steps must be an integer >= 0, got -1",
+            "method.unlabeled_rampup_steps must be >= 0, got -1",
         ),
         (
             ("data.num_labeled=null",),

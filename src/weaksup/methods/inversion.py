@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from weaksup.config.instantiate import build_node
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
+from weaksup.losses._checks import check_count
 from weaksup.losses.classification import CrossEntropyLoss
 from weaksup.losses.inversion import MultiscaleInversionLoss, reconstructions, sigmoid_rampup
 from weaksup.methods.supervised import SupervisedClassifier
@@ -75,15 +76,6 @@ class InversionClassifier(SupervisedClassifier):
             )
         if num_plot_examples < 1:
             raise ValueError(f"method.num_plot_examples must be >= 1, got {num_plot_examples}")
-        if (
-            isinstance(unlabeled_rampup_steps, bool)
-            or not isinstance(unlabeled_rampup_steps, int)
-            or unlabeled_rampup_steps < 0
-        ):
-            raise ValueError(
-                f"method.unlabeled_rampup_steps must be an integer >= 0, got "
-                f"{unlabeled_rampup_steps!r}"
-            )
         super().__init__(
             backbone,
             CrossEntropyLoss(),
@@ -96,7 +88,9 @@ class InversionClassifier(SupervisedClassifier):
         self.inversion_loss = loss
         self.plot_reconstructions = plot_reconstructions
         self.num_plot_examples = num_plot_examples
-        self.unlabeled_rampup_steps = unlabeled_rampup_steps
+        self.unlabeled_rampup_steps = check_count(
+            unlabeled_rampup_steps, "method.unlabeled_rampup_steps"
+        )
         self.figure_path: Path | None = None
 
     @classmethod

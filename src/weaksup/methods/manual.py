@@ -20,7 +20,8 @@ then leaves out what it does for automatic methods, and this base puts it back:
   the unscaled gradients hold Inf/NaN and `GradScaler.update` then lowers the scale (by
   `backoff_factor`), while an applied step keeps or grows it, so a lower scale after
   `optimizer.step()` means "skipped". (Counting `state["step"]` would not work for SGD, which
-  keeps none.) That costs two host reads of the scale per step under `16-mixed` only.
+  keeps none.) That costs two host reads of the scale per step under `16-mixed` only, plus
+  one per `loss_gradients` / `step_with_gradients` call.
 - **Finite losses.** `WeakSupMethod.stop_if_not_finite("train")` runs before every optimizer
   step, so no step follows a NaN/Inf loss term (one host read per step).
 - **Iterations.** Lightning's `global_step` counts every `optimizer.step()` (two optimizers:
