@@ -5,16 +5,19 @@
 
 Every row trains the same backbone (built by the project's config, MNIST-10k shapes) from the
 same initial weights with Adam on the same random batch of `B` labeled and `mu*B` unlabeled
-28x28 images, for `--steps` steps after `--warmup` steps, each row in a fresh process:
+28x28 images:
 
 * supervised, labeled batch: cross-entropy on the `B` labeled images (what a supervised run
   on `num_labeled` does per step);
 * supervised, whole batch: cross-entropy on all `B + mu*B` images as if all were labeled: the
   same number of examples through the network, the reference of the cost targets;
-* each method variant: its full training step (forward, loss terms, backward, optimizer step).
+* each method variant: its full training step (forward, loss terms, backward into the
+  parameters as the method does, optimizer step).
 
-Printed per row: milliseconds per step (median), the ratio to the whole-batch supervised step,
-and the peak memory of the steps: on CUDA `max_memory_allocated`, on the CPU the rise of the
+Printed per row: milliseconds per step, the median of `--steps` steps after `--warmup`, the
+rows' steps taken in turn in one process (so a slower stretch of the machine slows every row
+alike); the ratio to the whole-batch supervised step; and the peak memory of the row's steps,
+each row alone in a fresh process: on CUDA `max_memory_allocated`, on the CPU the rise of the
 process's peak resident set size from before the first step to after the last (activations,
 autograd graph, gradients and optimizer state; the weights and the batch are already resident).
 """
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -59,16 +63,17 @@ def build(backbone: str, method: str | None, extra: list[str]):
     return network, loss
 
 
-def run_row(row: str, args: argparse.Namespace) -> dict:
+def make_step(row: str, args: argparse.Namespace) -> Callable[[], None]:
+    """One training step of `row` on its own copy of the network (same initial weights)."""
     device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
     network, loss = build(args.backbone, ROWS[row], args.set)
     network = network.to(device)
     generator = torch.Generator().manual_seed(1)
     labeled = torch.rand(args.batch_size, 1, 28, 28, generator=generator).to(device)
     targets = torch.randint(0, 10, (args.batch_size,), generator=generator).to(device)
     unlabeled = torch.rand(args.mu * args.batch_size, 1, 28, 28, generator=generator).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    parameters = list(network.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
 
     def step() -> None:
         if row == "supervised, labeled batch":
@@ -79,28 +84,49 @@ def run_row(row: str, args: argparse.Namespace) -> dict:
         else:
             value = loss(network, labeled, targets, unlabeled)["loss"]
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
+        # As InversionClassifier.backward: into the parameters only, not the input leaf.
+        value.backward(inputs=parameters)
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
+    return step
+
+
+def peak_memory_mb(row: str, args: argparse.Namespace) -> float:
+    """Peak memory of `--warmup + --steps` steps of one row, alone in this process."""
+    device = torch.device(args.device)
+    step = make_step(row, args)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     resident_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(args.warmup):
+    for _ in range(args.warmup + args.steps):
         step()
-    times = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
     if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        resident_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_mb = (resident_after - resident_before) / 1024  # ru_maxrss is in KiB on Linux
-    return {"row": row, "ms": 1000 * statistics.median(times), "peak_mb": peak_mb}
+        return torch.cuda.max_memory_allocated() / 2**20
+    resident_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (resident_after - resident_before) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def interleaved_milliseconds(args: argparse.Namespace) -> dict[str, float]:
+    """Median milliseconds per step of every row, the rows' steps taken in turn.
+
+    Round-robin (row 1, row 2, ..., row 1, ...) so that a slower stretch of a shared machine
+    hits every row alike and the ratios hold even when the absolute times drift; measured
+    separately, one process after the other, the same row varied by up to 40% between runs here.
+    """
+    steps = {row: make_step(row, args) for row in ROWS}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {row: [] for row in ROWS}
+    for _ in range(args.steps):
+        for row, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[row].append(time.perf_counter() - started)
+    return {row: 1000 * statistics.median(values) for row, values in times.items()}
 
 
 def main() -> None:
@@ -108,7 +134,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="lenet", help="a backbone option: lenet, conv_small")
     parser.add_argument("--batch-size", type=int, default=32, help="B, labeled images per step")
     parser.add_argument("--mu", type=int, default=7, help="unlabeled images per labeled one")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -119,12 +145,15 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config overrides, e.g. backbone.channels_last=false method.loss.scales=input",
     )
-    parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: measure one row
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: one row's memory
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.row:
-        print(json.dumps(run_row(args.row, args)))
+        print(json.dumps({"peak_mb": peak_memory_mb(args.row, args)}))
         return
-    results = []
+    # Memory first: Linux carries a process's peak resident size over to the programs it
+    # starts, so children started after this process's own steps would report no rise.
+    memory = {}
     for row in ROWS:
         completed = subprocess.run(
             [sys.executable, __file__, *sys.argv[1:], "--row", row],
@@ -132,7 +161,9 @@ def main() -> None:
             text=True,
             check=True,
         )
-        results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        memory[row] = json.loads(completed.stdout.strip().splitlines()[-1])
+    milliseconds = interleaved_milliseconds(args)
+    results = [{"row": row, "ms": milliseconds[row], **memory[row]} for row in ROWS]
     reference = next(r["ms"] for r in results if r["row"] == "supervised, whole batch")
     table = Table(
         title=f"{args.backbone} {' '.join(args.set)}, B={args.batch_size} labeled + "

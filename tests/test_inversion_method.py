@@ -77,6 +77,24 @@ def test_the_figure_shows_the_losses_own_reconstructions() -> None:
     assert method.backbone.training  # the mode is restored
 
 
+def test_backward_fills_the_parameters_gradients_and_not_the_input_batchs() -> None:
+    """The input is a leaf requiring grad (level 0); backward leaves its gradient alone."""
+    torch.manual_seed(0)
+    method = InversionClassifier(
+        MLP([2], num_outputs=2, hidden_sizes=[8]),
+        MultiscaleInversionLoss(),
+        num_classes=2,
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+    )
+    inputs = torch.randn(6, 2).requires_grad_(True)
+    logits, features = method.backbone.forward_with_features(inputs)
+    loss = method.inversion_loss.terms(logits, torch.tensor([0, 1]), features)["loss"]
+    method.backward(loss)
+    assert inputs.grad is None
+    for name, parameter in method.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
 def test_resume_auto_matches_an_uninterrupted_inversion_run(
     inversion_run: Path, tmp_path: Path, run_entry_point
 ) -> None:

@@ -119,6 +119,19 @@ class InversionClassifier(SupervisedClassifier):
             self.log("train/unlabeled_scale", scale, on_step=True, on_epoch=False)
         return terms["loss"]
 
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backpropagate into the trainable parameters only (`inputs=`).
+
+        The loss makes the input batch a leaf that requires grad (level 0 of the reconstruction),
+        so a plain `loss.backward()` would also compute and store the gradient of the loss with
+        respect to that batch, through the first layer's input gradient and the templates'
+        graph: work nobody reads (measured with `benchmarks/ssl_cost.py`: about 8% of a LeNet
+        step on the CPU). Lightning calls this hook with the loss already scaled under
+        `16-mixed`.
+        """
+        kwargs.setdefault("inputs", [p for p in self.parameters() if p.requires_grad])
+        super().backward(loss, *args, **kwargs)
+
     def on_train_end(self) -> None:
         if not self.plot_reconstructions or not self.trainer.is_global_zero:
             return
