@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from weaksup.checkpoints import read_checkpoint
 from weaksup.train import main
 
-from conftest import QUIET_OVERRIDES
+from conftest import QUIET_OVERRIDES, read_csv_rows
 
 TWO_MOONS = (
     "data=two_moons",
@@ -349,3 +349,104 @@ def test_mpl_student_waits_while_the_teacher_learns(tmp_path: Path, monkeypatch)
     assert any(not torch.equal(after[name], before[name]) for name in teachers)
     header = (tmp_path / "csv/version_0/metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/reward_step" not in header and "train/consistency_step" in header
+
+
+def test_mpl_finetuning_trains_the_student_alone_from_its_ema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_entry_point
+) -> None:
+    """`method.finetune_epochs` (MPL-pytorch `finetune`): the last epoch copies the EMA into the
+    student, trains the student alone on the labels and evaluates it, in `weaksup-eval` too."""
+    from weaksup.eval import main as eval_main
+
+    _train(monkeypatch, tmp_path / "plain", "mpl", "trainer.max_epochs=2")
+    tuned = ("trainer.max_epochs=3", "method.finetune_epochs=1")
+    _train(monkeypatch, tmp_path / "tuned", "mpl", *tuned, "method.finetune_lr=0.05")
+    _train(
+        monkeypatch,
+        tmp_path / "still",
+        "mpl",
+        *tuned,
+        "method.finetune_lr=1e-12",
+        "method.finetune_momentum=0",
+    )
+    plain, tuned_weights, still = (
+        _last_weights(tmp_path / name) for name in ("plain", "tuned", "still")
+    )
+    teachers = [name for name in plain if name.startswith("teacher.")]
+    students = [name for name in plain if name.startswith("student.")]
+    assert teachers and students
+    assert all(torch.equal(tuned_weights[name], plain[name]) for name in teachers)
+    for name in students:  # the fine-tuning starts from the EMA of the MPL epochs
+        average = plain["weight_average." + name.split(".", 1)[1].replace(".", "/")]
+        torch.testing.assert_close(still[name], average)
+    assert any(not torch.equal(tuned_weights[name], still[name]) for name in students), (
+        "the student did not train"
+    )
+    assert bool(tuned_weights["finetuned"]) and not bool(plain["finetuned"])
+    rows = read_csv_rows(tmp_path / "tuned/csv/version_0/metrics.csv")
+    finetune_epochs = {row["epoch"] for row in rows if row.get("train/finetune_epoch")}
+    assert finetune_epochs == {"2"}
+    assert all(not row.get("train/reward_epoch") for row in rows if row["epoch"] == "2")
+
+    result = run_entry_point(
+        eval_main,
+        f"ckpt_path={tmp_path / 'tuned/checkpoints/last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        *QUIET_OVERRIDES[:2],
+    )
+    assert result.code == 0, result.text
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"] > 0
+
+
+def test_a_finetuned_checkpoint_evaluates_the_student_and_an_older_one_its_ema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compose_train
+) -> None:
+    """What `weaksup-eval` does (load the state dict, then forward): the `finetuned` flag picks
+    the live student; a checkpoint without the flag (before fine-tuning existed) loads and
+    evaluates the EMA."""
+    from weaksup.build import build_datamodule, build_method
+
+    _train(
+        monkeypatch,
+        tmp_path,
+        "mpl",
+        "trainer.max_epochs=2",
+        "method.finetune_epochs=1",
+        "method.finetune_lr=0.05",
+    )
+    state = _last_weights(tmp_path)
+    cfg = compose_train("method=mpl", *TWO_MOONS)
+    model = build_method(cfg, build_datamodule(cfg).metadata).eval()
+    inputs = torch.randn(32, 2)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(model.evaluation_forward(inputs), model.student(inputs))
+        older = {name: value for name, value in state.items() if name != "finetuned"}
+        model.load_state_dict(older)
+        assert not model.finetuned
+        averaged = model.evaluation_forward(inputs)
+        assert not torch.allclose(averaged, model.student(inputs))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("trainer.max_epochs=2", "method.finetune_epochs=2"),
+            "method.finetune_epochs=2 fine-tunes the student in the last epochs of "
+            "trainer.max_epochs=2",
+        ),
+        (
+            ("method.finetune_epochs=1", "method.finetune_momentum=1"),
+            "method.finetune_momentum must be a number in [0, 1), got 1",
+        ),
+        (("method.finetune_lr=0",), "method.finetune_lr must be a finite number > 0, got 0"),
+    ],
+)
+def test_bad_finetuning_settings_stop_before_training(
+    run_entry_point, tmp_path: Path, overrides, message
+) -> None:
+    result = run_entry_point(main, *_args(tmp_path / "run", "mpl", *overrides))
+    assert result.code == 1
+    assert message in result.text
+    assert "Traceback" not in result.text

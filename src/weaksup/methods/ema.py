@@ -58,6 +58,14 @@ class ParameterAverage(nn.Module):
             1.0 - self.decay,
         )
 
+    @torch.no_grad()
+    def copy_to(self, network: nn.Module) -> None:
+        """Overwrite the network's parameters with the averages (MPL-pytorch loads its
+        `avg_state_dict` into the student before fine-tuning it)."""
+        averages = self.averages()
+        for name, parameter in network.named_parameters():
+            parameter.copy_(averages[name])
+
     def forward_with_averages(self, network: nn.Module, *inputs: Tensor) -> Tensor:
         """`network(*inputs)` computed with the averaged parameters and the live buffers."""
         return functional_call(network, self.averages(), inputs)

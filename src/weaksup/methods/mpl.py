@@ -20,7 +20,21 @@ rate at 0 for that many iterations, so the student does not move and the reward 
 The student is what is evaluated (its EMA when `ema_decay` is set, the port's `avg_student`).
 Both networks, both optimizers and both schedulers are in every checkpoint, so a resume
 restores them exactly (the port restores neither the student's optimizer nor its scheduler).
-The port's optional fine-tuning of the student on the labels after training is not done here.
+
+Fine-tuning the student on the labels (`finetune_epochs > 0`; off by default). After its
+`train_loop` the port loads the best checkpoint's EMA student (`avg_state_dict`) into the
+student and trains it on the labeled set alone (`finetune`): cross-entropy with the training's
+label smoothing, SGD with Nesterov momentum (`--finetune-lr 3e-5`, `--finetune-momentum 0.9`,
+`--finetune-weight-decay 0`, constant rate), then evaluates the fine-tuned student itself. Here
+the last `finetune_epochs` epochs of `trainer.max_epochs` are that phase: at its first step the
+student gets the EMA weights of that moment (the final ones, not a checkpoint chosen on test
+accuracy as in the port), then each iteration takes one step of a third optimizer on the
+labeled batch of the stream (its weak view with `augment_labeled`, as the port's
+`transform_finetune` flips and crops; `data.batch_size` images, where the port uses 512) and
+the teacher rests. From then on validation, test, prediction and `weaksup-eval` use the
+fine-tuned student's own weights (a `finetuned` flag in the checkpoint says so). A fine-tuning
+epoch has the length of every epoch (one pass over the unlabeled pool, or
+`limit_train_batches`), where the port's is one pass over the labeled set.
 """
 
 from __future__ import annotations
@@ -33,9 +47,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from weaksup.config.instantiate import build_node
+from weaksup.config.validation import ConfigError
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
-from weaksup.losses._checks import check_count
+from weaksup.losses._checks import check_count, check_positive
 from weaksup.losses.pseudo_labels import (
     labeled_loss_change,
     meta_pseudo_label_loss,
@@ -48,7 +63,15 @@ class MetaPseudoLabels(PseudoLabelMethod):
     """MPL with a teacher and a student of the same architecture (the `backbone` group).
 
     Two optimizers of the `optimizer` group (teacher first, then student), each with its own
-    scheduler of the `scheduler` group, stepped once per iteration.
+    scheduler of the `scheduler` group, stepped once per iteration; with `finetune_epochs > 0`
+    a third, the fine-tuning SGD over the student (see the module docstring).
+
+    Args:
+        student_wait_steps: iterations in which the student does not move (see above).
+        finetune_epochs: the last epochs of the run that fine-tune the student on the labels
+            (MPL-pytorch `--finetune-epochs`, 625 there); 0: no fine-tuning.
+        finetune_lr, finetune_momentum, finetune_weight_decay: that phase's SGD (Nesterov),
+            the port's defaults 3e-5, 0.9 and 0.
     """
 
     def __init__(
@@ -57,15 +80,56 @@ class MetaPseudoLabels(PseudoLabelMethod):
         student: nn.Module,
         *args: Any,
         student_wait_steps: int = 0,
+        finetune_epochs: int = 0,
+        finetune_lr: float = 3e-5,
+        finetune_momentum: float = 0.9,
+        finetune_weight_decay: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher
         self.student = student
         self.student_wait_steps = check_count(student_wait_steps, "method.student_wait_steps")
+        self.finetune_epochs = check_count(finetune_epochs, "method.finetune_epochs")
+        self.finetune_lr = check_positive(finetune_lr, "method.finetune_lr")
+        if (
+            isinstance(finetune_momentum, bool)
+            or not isinstance(finetune_momentum, int | float)
+            or not 0 <= finetune_momentum < 1
+        ):
+            raise ValueError(
+                f"method.finetune_momentum must be a number in [0, 1), got {finetune_momentum!r}"
+            )
+        self.finetune_momentum = float(finetune_momentum)
+        if (
+            isinstance(finetune_weight_decay, bool)
+            or not isinstance(finetune_weight_decay, int | float)
+            or not 0 <= finetune_weight_decay < float("inf")
+        ):
+            raise ValueError(
+                "method.finetune_weight_decay must be a finite number >= 0, got "
+                f"{finetune_weight_decay!r}"
+            )
+        self.finetune_weight_decay = float(finetune_weight_decay)
+        # Set at the first fine-tuning step: a buffer, so a resumed run does not copy the EMA
+        # into the student again and `weaksup-eval` scores the fine-tuned student.
+        self.register_buffer("finetuned", torch.zeros((), dtype=torch.bool))
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data: DataMetadata) -> MetaPseudoLabels:
+        finetune_epochs = cfg.method.get("finetune_epochs", 0)
+        trainer = cfg.get("trainer")  # absent when `weaksup-eval` rebuilds the model
+        max_epochs = None if trainer is None else trainer.get("max_epochs")
+        fine_tunes = (
+            trainer is not None and isinstance(finetune_epochs, int) and finetune_epochs > 0
+        )
+        if fine_tunes and (not isinstance(max_epochs, int) or max_epochs <= finetune_epochs):
+            raise ConfigError(
+                f"method.finetune_epochs={finetune_epochs} fine-tunes the student in the "
+                f"last epochs of trainer.max_epochs={max_epochs}: set trainer.max_epochs "
+                "to more epochs than that (the rest are Meta Pseudo Labels training), or "
+                "method.finetune_epochs=0"
+            )
         teacher = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         student = cls.build_backbone(cfg, data, num_outputs=data.num_classes)
         return build_node(
@@ -82,17 +146,61 @@ class MetaPseudoLabels(PseudoLabelMethod):
     def ema_network(self) -> nn.Module:
         return self.student
 
+    def evaluation_forward(self, inputs: Tensor) -> Tensor:
+        """The EMA student (live without `ema_decay`); once fine-tuned, the student itself."""
+        if self.finetuned:
+            return self.student(inputs)
+        return super().evaluation_forward(inputs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        if "finetuned" not in state_dict:  # a checkpoint from before fine-tuning existed
+            state_dict = {**state_dict, "finetuned": torch.zeros((), dtype=torch.bool)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def configure_optimizers(self) -> Any:
         """Teacher's then student's optimizer (the same `optimizer` config, as the port's
         `--teacher_lr`/`--student_lr` default to the same value), each with its scheduler,
-        stepped by the base once per iteration in which its optimizer stepped."""
-        return [
+        stepped by the base once per iteration in which its optimizer stepped; then, with
+        `finetune_epochs`, the fine-tuning SGD over the student (constant rate, as the port's)."""
+        optimizers = [
             self.optimizer_with_scheduler(self.teacher.parameters()),
             self.optimizer_with_scheduler(self.student.parameters()),
         ]
+        if self.finetune_epochs:
+            finetuning = torch.optim.SGD(
+                self.student.parameters(),
+                lr=self.finetune_lr,
+                momentum=self.finetune_momentum,
+                weight_decay=self.finetune_weight_decay,
+                nesterov=self.finetune_momentum > 0,
+            )
+            optimizers.append({"optimizer": finetuning})
+        return optimizers
+
+    def in_finetuning_phase(self) -> bool:
+        """Whether this epoch is one of the last `finetune_epochs` of `trainer.max_epochs`."""
+        if not self.finetune_epochs:
+            return False
+        return self.current_epoch >= self.trainer.max_epochs - self.finetune_epochs
+
+    def finetuning_step(self, batch: SemiSupervisedBatch) -> Tensor:
+        """One step of the port's `finetune`: the student alone, on the labeled batch."""
+        optimizer = self.optimizers()[2]
+        if not self.finetuned:
+            average = self._weight_average()
+            if average is not None:
+                average.copy_to(self.student)
+            self.finetuned.fill_(True)
+        inputs, targets = self.labeled_view(batch.labeled.inputs), batch.labeled.targets
+        loss = smoothed_cross_entropy(self.student(inputs), targets, self.label_smoothing)
+        self.log_loss_terms("train", {"loss": loss, "finetune": loss}, batch_size=len(targets))
+        self.step_with_loss(optimizer, loss)
+        return loss.detach()
 
     def training_step(self, batch: SemiSupervisedBatch, batch_idx: int) -> Tensor:
-        teacher_optimizer, student_optimizer = self.optimizers()
+        if self.in_finetuning_phase():
+            return self.finetuning_step(batch)
+        teacher_optimizer, student_optimizer = self.optimizers()[:2]
         inputs, targets = self.labeled_view(batch.labeled.inputs), batch.labeled.targets
         num_labeled = len(targets)
         weak, strong = self.weak_and_strong(batch.unlabeled)
