@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from weaksup.config.instantiate import build_node
 from weaksup.data.batches import Batch
@@ -139,6 +140,21 @@ class WeakSupMethod(pl.LightningModule):
                     on_epoch=True,
                     sync_dist=True,
                 )
+
+    def log_evaluation(
+        self,
+        stage: str,
+        loss: Tensor,
+        scores: Tensor,
+        targets: Tensor,
+        metrics: MetricCollection,
+    ) -> None:
+        """One validation/test batch: `{stage}/loss` (watched for NaN/Inf) and the stage's
+        metrics updated with `scores` (shown on the progress bar for `val`)."""
+        batch_size = len(targets)
+        self.log_loss_terms(stage, {"loss": loss}, batch_size=batch_size)
+        metrics.update(scores, targets)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size)
 
     def stop_if_not_finite(self, stage: str) -> None:
         """Raise `NonFiniteLossError` when a `stage` loss term has been NaN/Inf (one device read)."""

@@ -130,11 +130,8 @@ class MILClassifier(WeakSupMethod):
     ) -> None:
         embeddings = self.embed(batch.instances)
         bag_logits = self.pool(embeddings, batch.segments()).bag_logits
-        self.log_loss_terms(
-            stage, {"loss": self.loss(bag_logits, batch.bag_labels)}, batch_size=len(batch)
-        )
-        metrics.update(bag_logits.sigmoid(), batch.bag_labels)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
+        loss = self.loss(bag_logits, batch.bag_labels)
+        self.log_evaluation(stage, loss, bag_logits.sigmoid(), batch.bag_labels, metrics)
         if batch.instance_labels is not None:
             instance_auc.update(self.instance_logits(embeddings).sigmoid(), batch.instance_labels)
             self.log(f"{stage}/instance_auc", instance_auc, on_epoch=True, batch_size=len(batch))

@@ -195,9 +195,7 @@ class PseudoLabelMethod(ManualOptimizationMethod):
     def _evaluate(self, batch: Batch, stage: str, metrics: MetricCollection) -> None:
         logits = self.evaluation_forward(batch.inputs)
         loss = F.cross_entropy(logits.float(), batch.targets)
-        self.log_loss_terms(stage, {"loss": loss}, batch_size=len(batch))
-        metrics.update(logits, batch.targets)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
+        self.log_evaluation(stage, loss, logits, batch.targets, metrics)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)

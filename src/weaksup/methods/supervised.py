@@ -69,11 +69,8 @@ class SupervisedClassifier(WeakSupMethod):
 
     def _evaluate(self, batch: Batch, stage: str, metrics: MetricCollection) -> None:
         outputs = self.backbone(batch.inputs)
-        self.log_loss_terms(
-            stage, {"loss": self.loss(outputs, batch.targets)}, batch_size=len(batch)
-        )
-        metrics.update(self.loss.class_scores(outputs), batch.targets)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch))
+        loss = self.loss(outputs, batch.targets)
+        self.log_evaluation(stage, loss, self.loss.class_scores(outputs), batch.targets, metrics)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
