@@ -96,6 +96,18 @@ def check_positive(value: float, key: str) -> float:
     return float(value)
 
 
+def check_non_negative(value: float, key: str) -> float:
+    """`value` as a finite float >= 0, else a `ValueError` naming `key`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_choice(value: str, key: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")

@@ -50,7 +50,7 @@ from weaksup.config.instantiate import build_node
 from weaksup.config.validation import ConfigError
 from weaksup.data.batches import SemiSupervisedBatch
 from weaksup.data.datamodules import DataMetadata
-from weaksup.losses._checks import check_count, check_positive
+from weaksup.losses._checks import check_count, check_non_negative, check_positive
 from weaksup.losses.pseudo_labels import (
     labeled_loss_change,
     meta_pseudo_label_loss,
@@ -101,16 +101,9 @@ class MetaPseudoLabels(PseudoLabelMethod):
                 f"method.finetune_momentum must be a number in [0, 1), got {finetune_momentum!r}"
             )
         self.finetune_momentum = float(finetune_momentum)
-        if (
-            isinstance(finetune_weight_decay, bool)
-            or not isinstance(finetune_weight_decay, int | float)
-            or not 0 <= finetune_weight_decay < float("inf")
-        ):
-            raise ValueError(
-                "method.finetune_weight_decay must be a finite number >= 0, got "
-                f"{finetune_weight_decay!r}"
-            )
-        self.finetune_weight_decay = float(finetune_weight_decay)
+        self.finetune_weight_decay = check_non_negative(
+            finetune_weight_decay, "method.finetune_weight_decay"
+        )
         # Set at the first fine-tuning step: a buffer, so a resumed run does not copy the EMA
         # into the student again and `weaksup-eval` scores the fine-tuned student.
         self.register_buffer("finetuned", torch.zeros((), dtype=torch.bool))
